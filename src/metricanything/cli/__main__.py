@@ -1,0 +1,5 @@
+import sys
+
+from metricanything.cli import main
+
+sys.exit(main())

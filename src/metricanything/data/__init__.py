@@ -1,0 +1,5 @@
+"""Data layer: the RGBDSample record, folder format, renderer, sensor simulators, loaders, shards, augmentation."""
+
+from metricanything.data.sample import SENSORS, SOURCE_KINDS, RGBDSample
+
+__all__ = ["RGBDSample", "SOURCE_KINDS", "SENSORS"]

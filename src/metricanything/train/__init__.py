@@ -1,0 +1,1 @@
+"""metricanything.train."""
