@@ -1,0 +1,60 @@
+"""``metricanything infer``: metric depth for images, folders, globs or videos, optionally with a prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", required=True, help="image, folder, glob (quote it) or video")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output folder (one sub-folder per image)")
+    parser.add_argument(
+        "--model",
+        help="checkpoint folder, official .pt, or hub id (default: bundled teacher with --prompt, bundled student otherwise)",
+    )
+    parser.add_argument(
+        "--prompt",
+        type=Path,
+        help="sparse depth: .npy/16-bit PNG (mm) map, .csv/.npy of u,v,z points, LiDAR .bin/.npy (with --lidar-calib); "
+        "or a folder holding <image stem>.<ext> per image",
+    )
+    parser.add_argument("--lidar-calib", type=Path, help='JSON {"T_cam_lidar": 4x4, "point_dims": 4} for LiDAR prompts')
+    parser.add_argument("--fx", type=float, help="focal length in pixels (fy defaults to fx)")
+    parser.add_argument("--fy", type=float)
+    parser.add_argument("--cx", type=float, help="principal point x (default: image centre)")
+    parser.add_argument("--cy", type=float)
+    parser.add_argument("--fov-x", type=float, help="horizontal field of view in degrees (instead of --fx)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--video-stride", type=int, default=1, help="process every N-th video frame")
+    parser.add_argument("--ply", action="store_true", help="also write an edge-filtered coloured PLY point cloud")
+    parser.add_argument("--glb", action="store_true", help="also write a GLB point cloud")
+    parser.add_argument("--no-vis", action="store_true", help="skip the colourised depth PNG")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from metricanything.tasks.infer import InferOptions, IntrinsicsOptions, run_inference
+
+    options = InferOptions(
+        model=args.model,
+        prompt=args.prompt,
+        lidar_calib=args.lidar_calib,
+        intrinsics=IntrinsicsOptions(args.fx, args.fy, args.cx, args.cy, args.fov_x),
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        ply=args.ply,
+        glb=args.glb,
+        no_vis=args.no_vis,
+        video_stride=args.video_stride,
+        progress=not args.quiet,
+    )
+    report = run_inference(args.input, args.out, options)
+    print(f"{len(report.done)} done, {len(report.failed)} failed; outputs in {args.out} (model: {report.model})")
+    for name, message in report.failed:
+        print(f"  FAILED {name}: {message}", file=sys.stderr)
+    return 1 if report.failed else 0

@@ -1,0 +1,489 @@
+"""Benchmark definitions as data: one YAML file per benchmark under ``configs/benchmarks/``.
+
+A benchmark fixes *every* knob that changes a reported depth number, so a score from
+``metricanything eval`` means exactly one thing:
+
+==================  =====================================================================================
+key                 meaning
+==================  =====================================================================================
+``dataset``         loader name in ``metricanything.data.loaders.LOADERS``, or ``synthetic`` (rendered on
+                    the fly, see ``synthetic``)
+``split``           split passed to the loader (``null`` = the loader's default)
+``loader_options``  extra keyword arguments of the loader (e.g. nuScenes ``cameras``)
+``root_env``        environment variable holding the dataset root (the ``--root`` flag overrides it;
+                    otherwise ``$METRICANYTHING_DATA/<dataset>`` is tried)
+``layout``          the expected folder layout, quoted in the error when the root is missing
+``crop``            ``none`` | ``eigen`` | ``garg`` | ``nyu`` | ``[top, bottom, left, right]`` (an
+                    evaluation mask; the model always sees the whole image)
+``crop_size``       ``[W, H]`` at which an explicit box is defined; it is scaled to other GT sizes
+``depth_range``     ``[min, max]`` metres; GT outside is not scored
+``range_bounds``    ``open`` (min < z < max) or ``closed`` (min <= z <= max)
+``alignment``       ``none`` | ``median`` | ``lstsq_scale`` | ``lstsq_scale_shift``
+``alignment_space`` ``depth`` | ``inverse``
+``align_on``        ``gt`` (fit on the scored GT pixels) or ``prompt`` (fit on the prompt pixels only)
+``nonpositive``     ``raise`` | ``clip``: what a non-positive aligned (inverse) depth on a scored pixel does
+``aggregation``     ``per_image`` (metric per image, then the mean) | ``pooled`` (every scored pixel of
+                    the whole benchmark in one set)
+``prompts``         default prompt patterns for completion benchmarks (``--prompt`` overrides)
+``focal_source``    ``gt`` (the model gets the GT intrinsics) | ``predicted`` (it gets none)
+``eval_resolution`` ``null`` (native GT size) or ``[W, H]``: the sample (image, depth, mask, intrinsics) is
+                    resampled to this size first (GT by nearest neighbour)
+``model_resolution`` ``null`` (the model sees the evaluation-size image) or ``[W, H]``: the image is resized
+                    for the model and the prediction resized back to the evaluation size (``upsample``)
+``upsample``        ``bilinear`` | ``nearest``: how a prediction of another size reaches the GT size
+``clip_prediction`` clamp predictions to ``depth_range`` before scoring (off by default: no hidden clamps)
+``exclude_prompt_pixels`` do not score the pixels that were given as prompt
+``primary_metric``  the metric of the one-number summary table
+``distance_bins``   GT-depth bin edges (m) of the per-range breakdown and the error-by-distance plot
+``limit``           default number of samples (``null`` = all; ``--limit`` overrides)
+``seed``            base seed of the prompt patterns (prompt of sample i = pattern seeded by seed + i)
+``train_median``    training-set median depth (m) for the ``baseline:train_median`` constant, if known
+``synthetic``       for ``dataset: synthetic``: ``family``, ``num``, ``seed_offset``, ``size`` ``[W, H]``,
+                    ``fov_ranges`` and ``principal_offset`` (unseen cameras, see
+                    :func:`render_benchmark_sample`) and ``train_seeds`` (training-set median)
+``source``          where the protocol comes from (paper, official code), free text
+==================  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metricanything.camera import Intrinsics
+from metricanything.data.sample import RGBDSample
+from metricanything.errors import DatasetError
+from metricanything.metrics import METRIC_NAMES
+
+CROPS = ("none", "eigen", "garg", "nyu")
+ALIGNMENTS = ("none", "median", "lstsq_scale", "lstsq_scale_shift")
+ALIGNMENT_SPACES = ("depth", "inverse")
+AGGREGATIONS = ("per_image", "pooled")
+FOCAL_SOURCES = ("gt", "predicted")
+RANGE_BOUNDS = ("open", "closed")
+UPSAMPLE_MODES = ("bilinear", "nearest")
+ALIGN_ON = ("gt", "prompt")
+
+#: Environment variable naming an extra folder of benchmark YAML files (searched first).
+BENCHMARK_DIR_ENV = "METRICANYTHING_BENCHMARKS"
+#: Environment variable naming a folder that holds one sub-folder per dataset (``<dir>/<dataset>``).
+DATA_ROOT_ENV = "METRICANYTHING_DATA"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """How a synthetic held-out benchmark is rendered (deterministic: sample i uses seed ``seed_offset + i``)."""
+
+    family: str | None = None
+    num: int = 16
+    seed_offset: int = 1_000_000
+    size: tuple[int, int] = (160, 120)
+    #: Unseen camera models: horizontal FoV ranges (degrees) to draw the camera from (one range chosen
+    #: uniformly, then a FoV uniformly inside it); ``None`` = the renderer's own camera distribution.
+    fov_ranges: tuple[tuple[float, float], ...] | None = None
+    #: With ``fov_ranges``: the principal point is moved by up to this fraction of W and H from the centre.
+    principal_offset: float = 0.0
+    #: Seeds of the *training* distribution used by ``baseline:train_median`` (``range(train_seeds)``).
+    train_seeds: int = 16
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One benchmark protocol (see the module docstring for every key)."""
+
+    name: str
+    dataset: str
+    description: str = ""
+    source: str = ""
+    split: str | None = None
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    root_env: str | None = None
+    layout: str = ""
+    crop: str | tuple[int, int, int, int] = "none"
+    crop_size: tuple[int, int] | None = None
+    depth_range: tuple[float, float] = (1e-3, math.inf)
+    range_bounds: str = "open"
+    alignment: str = "none"
+    alignment_space: str = "depth"
+    align_on: str = "gt"
+    nonpositive: str = "raise"
+    aggregation: str = "per_image"
+    prompts: tuple[str, ...] = ()
+    focal_source: str = "gt"
+    eval_resolution: tuple[int, int] | None = None
+    model_resolution: tuple[int, int] | None = None
+    upsample: str = "bilinear"
+    clip_prediction: bool = False
+    exclude_prompt_pixels: bool = False
+    primary_metric: str = "abs_rel"
+    distance_bins: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+    limit: int | None = None
+    seed: int = 0
+    train_median: float | None = None
+    synthetic: SyntheticSpec | None = None
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.dataset == "synthetic"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (what ``metrics.json`` records as the protocol)."""
+        d = asdict(self)
+        d["depth_range"] = [float(v) if math.isfinite(v) else None for v in self.depth_range]
+        return d
+
+    def with_overrides(self, **changes: Any) -> BenchmarkSpec:
+        """A copy with some keys changed and validated (e.g. ``limit``, ``prompts``)."""
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.synthetic is not None:
+            raw["synthetic"] = asdict(self.synthetic)
+        raw.update(changes)
+        return spec_from_dict(raw, where=f"benchmark {self.name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def benchmark_dirs() -> list[Path]:
+    """Folders searched for ``<name>.yaml`` (first hit wins)."""
+    dirs: list[Path] = []
+    extra = os.environ.get(BENCHMARK_DIR_ENV)
+    if extra:
+        dirs.append(Path(extra))
+    here = Path(__file__).resolve()
+    dirs.append(here.parents[3] / "configs" / "benchmarks")  # source checkout: <repo>/configs/benchmarks
+    dirs.append(here.parents[1] / "configs" / "benchmarks")  # installed package data
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_benchmarks() -> list[str]:
+    """Names of every shipped (and ``$METRICANYTHING_BENCHMARKS``) benchmark, sorted."""
+    names: set[str] = set()
+    for d in benchmark_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_benchmark(name_or_path: str | os.PathLike) -> BenchmarkSpec:
+    """Load a benchmark by name (``nyuv2``) or from a YAML path.
+
+    An unknown name raises :class:`DatasetError` listing the valid names and the closest match.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise DatasetError(f"benchmark file {text} does not exist")
+        return _load_yaml(path)
+    for d in benchmark_dirs():
+        candidate = d / f"{text}.yaml"
+        if candidate.is_file():
+            return _load_yaml(candidate)
+    names = list_benchmarks()
+    close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise DatasetError(f"unknown benchmark {text!r}.{hint} Valid benchmarks: {', '.join(names) or '(none found)'}")
+
+
+def _load_yaml(path: Path) -> BenchmarkSpec:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetError(f"benchmark file {path}: cannot parse YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise DatasetError(f"benchmark file {path}: expected a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    return spec_from_dict(raw, where=f"benchmark file {path}")
+
+
+def _pair(value: Any, key: str, where: str, cast=int) -> tuple:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise DatasetError(f"{where}: {key} must be a list of two numbers, got {value!r}")
+    try:
+        return tuple(cast(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{where}: {key} must be a list of two numbers, got {value!r}") from exc
+
+
+def _choice(value: Any, key: str, options: tuple[str, ...], where: str) -> str:
+    if value not in options:
+        raise DatasetError(f"{where}: {key} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def spec_from_dict(raw: dict[str, Any], where: str = "benchmark") -> BenchmarkSpec:
+    """Validate a raw mapping (from YAML) into a :class:`BenchmarkSpec`; unknown keys are errors."""
+    raw = dict(raw)
+    known = {f.name for f in fields(BenchmarkSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DatasetError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+    for key in ("name", "dataset"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise DatasetError(f"{where}: {key!r} is required and must be a string")
+    out: dict[str, Any] = {k: v for k, v in raw.items() if v is not None or k in ("split", "limit")}
+
+    crop = raw.get("crop", "none")
+    if crop is None:
+        crop = "none"
+    if isinstance(crop, str):
+        _choice(crop, "crop", CROPS, where)
+    elif isinstance(crop, (list, tuple)) and len(crop) == 4 and all(isinstance(v, int) for v in crop):
+        top, bottom, left, right = crop
+        if not (0 <= top < bottom and 0 <= left < right):
+            raise DatasetError(f"{where}: crop box [top, bottom, left, right] must satisfy 0 <= top < bottom "
+                               f"and 0 <= left < right, got {list(crop)}")
+        crop = tuple(crop)
+    else:
+        raise DatasetError(f"{where}: crop must be one of {', '.join(CROPS)} or [top, bottom, left, right], got {crop!r}")
+    out["crop"] = crop
+    if raw.get("crop_size") is not None:
+        out["crop_size"] = _pair(raw["crop_size"], "crop_size", where)
+
+    if "depth_range" in raw:
+        dr = raw["depth_range"]
+        if not isinstance(dr, (list, tuple)) or len(dr) != 2:
+            raise DatasetError(f"{where}: depth_range must be [min, max], got {dr!r}")
+        lo = 0.0 if dr[0] is None else float(dr[0])
+        hi = math.inf if dr[1] is None else float(dr[1])
+        if not (0.0 <= lo < hi):
+            raise DatasetError(f"{where}: depth_range must satisfy 0 <= min < max, got {dr!r}")
+        out["depth_range"] = (lo, hi)
+    for key, options in (
+        ("range_bounds", RANGE_BOUNDS), ("alignment", ALIGNMENTS), ("alignment_space", ALIGNMENT_SPACES),
+        ("align_on", ALIGN_ON), ("aggregation", AGGREGATIONS), ("focal_source", FOCAL_SOURCES),
+        ("upsample", UPSAMPLE_MODES), ("nonpositive", ("raise", "clip")),
+    ):
+        if key in raw:
+            out[key] = _choice(raw[key], key, options, where)
+    prompts = raw.get("prompts") or ()
+    if isinstance(prompts, str):
+        prompts = (prompts,)
+    if not all(isinstance(p, str) and p for p in prompts):
+        raise DatasetError(f"{where}: prompts must be a list of pattern strings, got {prompts!r}")
+    out["prompts"] = tuple(prompts)
+    for key in ("eval_resolution", "model_resolution"):
+        if raw.get(key) is not None:
+            w, h = _pair(raw[key], key, where)
+            if w < 1 or h < 1:
+                raise DatasetError(f"{where}: {key} must be positive, got {raw[key]!r}")
+            out[key] = (w, h)
+    if "distance_bins" in raw:
+        bins = tuple(float(b) for b in raw["distance_bins"])
+        if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:], strict=False)):
+            raise DatasetError(f"{where}: distance_bins must be at least two increasing edges, got {raw['distance_bins']!r}")
+        out["distance_bins"] = bins
+    if raw.get("limit") is not None and (not isinstance(raw["limit"], int) or raw["limit"] < 1):
+        raise DatasetError(f"{where}: limit must be a positive integer or null, got {raw['limit']!r}")
+    if raw.get("train_median") is not None:
+        out["train_median"] = float(raw["train_median"])
+        if not out["train_median"] > 0:
+            raise DatasetError(f"{where}: train_median must be > 0, got {raw['train_median']!r}")
+    for key in ("clip_prediction", "exclude_prompt_pixels"):
+        if key in raw and not isinstance(raw[key], bool):
+            raise DatasetError(f"{where}: {key} must be true or false, got {raw[key]!r}")
+    if raw.get("loader_options") is not None and not isinstance(raw["loader_options"], dict):
+        raise DatasetError(f"{where}: loader_options must be a mapping, got {raw['loader_options']!r}")
+    if "primary_metric" in raw:
+        out["primary_metric"] = _choice(raw["primary_metric"], "primary_metric", METRIC_NAMES, where)
+    syn = raw.get("synthetic")
+    if raw["dataset"] == "synthetic":
+        out["synthetic"] = _synthetic_from_dict(syn or {}, where)
+    elif syn is not None:
+        raise DatasetError(f"{where}: 'synthetic' is only valid with dataset: synthetic")
+    try:
+        return BenchmarkSpec(**out)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise DatasetError(f"{where}: {exc}") from exc
+
+
+def _synthetic_from_dict(raw: dict[str, Any], where: str) -> SyntheticSpec:
+    known = {f.name for f in fields(SyntheticSpec)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DatasetError(f"{where}: unknown synthetic key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    d = dict(raw)
+    if "size" in d:
+        d["size"] = _pair(d["size"], "synthetic.size", where)
+    if d.get("fov_ranges") is not None:
+        ranges = d["fov_ranges"]
+        if not isinstance(ranges, (list, tuple)) or not ranges:
+            raise DatasetError(f"{where}: synthetic.fov_ranges must be a list of [min, max] degree pairs")
+        d["fov_ranges"] = tuple(_pair(r, "synthetic.fov_ranges", where, cast=float) for r in ranges)
+        for lo, hi in d["fov_ranges"]:
+            if not 0 < lo < hi < 180:
+                raise DatasetError(f"{where}: synthetic.fov_ranges must be increasing degrees in (0, 180), got {[lo, hi]}")
+    if "principal_offset" in d:
+        d["principal_offset"] = float(d["principal_offset"])
+        if not 0 <= d["principal_offset"] < 0.5:
+            raise DatasetError(f"{where}: synthetic.principal_offset must be in [0, 0.5), got {raw['principal_offset']!r}")
+    for key in ("num", "train_seeds"):
+        if key in d and (not isinstance(d[key], int) or d[key] < 1):
+            raise DatasetError(f"{where}: synthetic.{key} must be a positive integer")
+    return SyntheticSpec(**d)
+
+
+# ---------------------------------------------------------------------------------------------- roots
+def resolve_root(spec: BenchmarkSpec, root: str | os.PathLike | None = None) -> Path | None:
+    """The dataset root: ``root`` (CLI) > ``$<root_env>`` > ``$METRICANYTHING_DATA/<dataset>``.
+
+    Usually a folder; some loaders also take a file (NYU's ``.mat``).
+
+    Synthetic benchmarks need no root (returns None). A missing folder raises :class:`DatasetError` naming
+    the folder, where it came from and the expected layout.
+    """
+    if spec.is_synthetic:
+        return None
+    check_loader(spec)
+    origin = ""
+    if root is not None:
+        path, origin = Path(root), "--root"
+    elif spec.root_env and os.environ.get(spec.root_env):
+        path, origin = Path(os.environ[spec.root_env]), f"${spec.root_env}"
+    elif os.environ.get(DATA_ROOT_ENV):
+        path, origin = Path(os.environ[DATA_ROOT_ENV]) / spec.dataset, f"${DATA_ROOT_ENV}/{spec.dataset}"
+    else:
+        how = f"--root PATH or ${spec.root_env}" if spec.root_env else "--root PATH"
+        raise DatasetError(
+            f"benchmark {spec.name!r} needs the {spec.dataset} dataset: pass {how} "
+            f"(or set ${DATA_ROOT_ENV} to a folder containing '{spec.dataset}/').{_layout_hint(spec)}"
+        )
+    if not path.exists():
+        raise DatasetError(
+            f"dataset folder {path} (from {origin}) for benchmark {spec.name!r} does not exist.{_layout_hint(spec)}"
+        )
+    return path
+
+
+def _layout_hint(spec: BenchmarkSpec) -> str:
+    layout = spec.layout.strip()
+    if not layout:
+        try:
+            import sys  # noqa: PLC0415
+
+            from metricanything.data import loaders  # noqa: PLC0415 - only for the message
+
+            loader = loaders.LOADERS.get(loaders.ALIASES.get(spec.dataset, spec.dataset))
+            module = sys.modules.get(getattr(loader, "__module__", ""), None)
+            layout = (getattr(module, "__doc__", None) or "").strip()
+        except Exception:  # pragma: no cover - loaders unavailable: the message just has no layout
+            layout = ""
+    return f"\nExpected layout ({spec.dataset} loader):\n{layout}" if layout else ""
+
+
+def check_loader(spec: BenchmarkSpec) -> None:
+    """Raise :class:`DatasetError` when no loader reads the benchmark's dataset (before touching any file)."""
+    if spec.is_synthetic:
+        return
+    from metricanything.data import loaders  # noqa: PLC0415
+
+    key = loaders.ALIASES.get(spec.dataset.lower(), spec.dataset.lower())
+    if key not in loaders.LOADERS:
+        raise DatasetError(
+            f"benchmark {spec.name!r} needs a {spec.dataset!r} loader, which metricanything does not have yet; "
+            f"available loaders: {', '.join(sorted(loaders.LOADERS))}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- samples
+def iter_benchmark_samples(
+    spec: BenchmarkSpec, root: str | os.PathLike | None = None, limit: int | None = None
+) -> Iterator[RGBDSample]:
+    """Yield the benchmark's samples in a fixed order (at most ``limit``, else ``spec.limit``)."""
+    limit = limit if limit is not None else spec.limit
+    if spec.is_synthetic:
+        yield from _iter_synthetic(spec, limit)
+        return
+    path = resolve_root(spec, root)
+    from metricanything.data.loaders import load_dataset  # noqa: PLC0415 - heavy; real datasets only
+
+    for count, sample in enumerate(load_dataset(spec.dataset, path, split=spec.split, **spec.loader_options)):
+        if limit is not None and count >= limit:
+            break
+        yield sample
+
+
+def _iter_synthetic(spec: BenchmarkSpec, limit: int | None) -> Iterator[RGBDSample]:
+    syn = spec.synthetic or SyntheticSpec()
+    n = syn.num if limit is None else min(limit, syn.num)
+    for i in range(n):
+        yield render_benchmark_sample(syn, syn.seed_offset + i, name=spec.name)
+
+
+def render_benchmark_sample(syn: SyntheticSpec, seed: int, name: str = "synthetic") -> RGBDSample:
+    """Render one deterministic held-out sample for a synthetic benchmark.
+
+    Without ``fov_ranges`` this is ``render_sample(seed, family, size)`` (the renderer's own cameras). With
+    them, the scene and pose come from the renderer's public pieces (``make_scene``, ``sample_pose``,
+    ``render_view``) and the camera is drawn here: a FoV from one of the ranges, square pixels, and the
+    principal point moved by up to ``principal_offset`` x (W, H) from the centre (unseen camera models).
+    """
+    from metricanything.data import render  # noqa: PLC0415 - torch renderer, lazy
+
+    w, h = syn.size
+    if syn.fov_ranges is None:
+        sample = render.render_sample(seed, family=syn.family, size=(w, h))
+    else:
+        rng = np.random.default_rng([7_919, int(seed)])  # our own stream: never a training render's
+        family = syn.family or str(rng.choice(render.FAMILIES))
+        scene = render.make_scene(family, rng)
+        lo, hi = syn.fov_ranges[int(rng.integers(len(syn.fov_ranges)))]
+        fov = float(rng.uniform(lo, hi))
+        f = w / (2.0 * math.tan(math.radians(fov) / 2.0))
+        off = syn.principal_offset
+        cx = (w - 1) / 2.0 + float(rng.uniform(-off, off)) * w
+        cy = (h - 1) / 2.0 + float(rng.uniform(-off, off)) * h
+        K = Intrinsics(f, f, cx, cy, w, h)
+        pose = render.sample_pose(scene, rng)
+        rgb, depth, valid = render.render_view(scene, K, pose)
+        sample = RGBDSample(
+            image=rgb, depth=depth, valid=valid, intrinsics=K, source_kind="rendered", sensor="synthetic",
+            camera_id=render.camera_id_for(K), scene_id=f"{family}-unseen-{int(seed)}", pose=pose,
+            meta={"family": family, "seed": int(seed), "fov_x": fov},
+        )
+    return sample.replace(dataset=name, sample_id=f"{name}-{int(seed)}")
+
+
+def training_median(spec: BenchmarkSpec) -> float:
+    """Median valid GT depth of the *training* distribution for ``baseline:train_median``.
+
+    Uses ``spec.train_median`` when given; for synthetic benchmarks it is computed from renders with the
+    training seeds ``0 .. train_seeds-1`` of the same family at the same size (the renderer's own cameras).
+    """
+    if spec.train_median is not None:
+        return float(spec.train_median)
+    if not spec.is_synthetic:
+        raise DatasetError(
+            f"benchmark {spec.name!r} has no train_median; give one as baseline:train_median=VALUE (metres)"
+        )
+    syn = spec.synthetic or SyntheticSpec()
+    train = SyntheticSpec(family=syn.family, num=syn.train_seeds, seed_offset=0, size=syn.size)
+    values = [s.depth[s.valid] for s in (render_benchmark_sample(train, i) for i in range(train.num))]
+    return float(np.median(np.concatenate(values)))
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "ALIGNMENTS",
+    "ALIGNMENT_SPACES",
+    "ALIGN_ON",
+    "CROPS",
+    "FOCAL_SOURCES",
+    "BenchmarkSpec",
+    "SyntheticSpec",
+    "benchmark_dirs",
+    "check_loader",
+    "iter_benchmark_samples",
+    "list_benchmarks",
+    "load_benchmark",
+    "render_benchmark_sample",
+    "resolve_root",
+    "spec_from_dict",
+    "training_median",
+]

@@ -1,0 +1,284 @@
+"""Run predictors over a benchmark and write every output (metrics, tables, per-image CSV, plots, panels).
+
+:func:`evaluate` is the one entry point; the ``metricanything eval`` command only builds its arguments.
+For each sample (in the benchmark's fixed order) and each prompt column:
+
+1. the sample is brought to ``eval_resolution`` (:func:`~metricanything.eval.protocol.resample_sample`);
+2. the prompt is built from the GT by :func:`~metricanything.prompts.patterns.make_prompt` with seed
+   ``benchmark.seed + sample index`` (same prompt for every predictor of the column);
+3. each predictor gets the image with the GT removed, the prompt, and the GT intrinsics (focal source
+   ``gt``) or None (``predicted``); with ``model_resolution`` the image, prompt and intrinsics are resized
+   first and the prediction is resized back with ``upsample``;
+4. the prediction is scored by :class:`~metricanything.eval.protocol.BenchmarkScorer`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metricanything import __version__
+from metricanything.data.sample import RGBDSample
+from metricanything.errors import InvalidInputError
+from metricanything.eval.baselines import (
+    BASELINES,
+    ConstantDepth,
+    Predictor,
+    as_depth_array,
+    check_prompt_compatibility,
+)
+from metricanything.eval.benchmarks import (
+    BenchmarkSpec,
+    iter_benchmark_samples,
+    load_benchmark,
+    resolve_root,
+    training_median,
+)
+from metricanything.eval.protocol import BenchmarkScorer, resample_sample, resize_depth, resize_image
+from metricanything.prompts.prompt import Prompt
+
+#: Column name used when no prompt is given.
+NO_PROMPT = "none"
+
+
+@dataclass
+class PanelData:
+    """Arrays kept for one qualitative panel (one sample, one prompt column, every predictor)."""
+
+    sample_id: str
+    column: str
+    image: np.ndarray
+    gt: np.ndarray
+    valid: np.ndarray
+    prompt_depth: np.ndarray | None
+    prompt_mask: np.ndarray | None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResults:
+    """Everything :func:`evaluate` computed; ``summaries[predictor][column]`` is a scorer summary."""
+
+    benchmark: BenchmarkSpec
+    predictors: list[str]
+    columns: list[str]
+    summaries: dict[str, dict[str, dict[str, Any]]]
+    records: list[dict[str, Any]]
+    timing: dict[str, float]
+    num_samples: int
+    panels: list[PanelData] = field(default_factory=list)
+    out_dir: Path | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def headline(self, predictor: str, column: str) -> dict[str, float] | None:
+        """The benchmark-aggregated metrics of one cell (None if no image was scored)."""
+        return self.summaries[predictor][column].get("headline")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` content."""
+        return {
+            "metricanything_version": __version__,
+            "benchmark": self.benchmark.to_dict(),
+            "num_samples": self.num_samples,
+            "predictors": self.predictors,
+            "prompt_columns": self.columns,
+            "primary_metric": self.benchmark.primary_metric,
+            "aggregation": self.benchmark.aggregation,
+            "results": self.summaries,
+            "seconds_per_image": self.timing,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- predictors
+ModelLoader = Callable[[str], Predictor]
+
+
+def build_predictor(name: str, spec: BenchmarkSpec, model_loader: ModelLoader | None = None) -> Predictor:
+    """A predictor from a ``--compare`` name: ``baseline:<kind>[=value]`` or a checkpoint (``model_loader``).
+
+    Baselines: ``nearest``, ``linear``, ``ipbasic``, ``prompt_median``, ``train_median`` (value in metres, or
+    the benchmark's training median, see :func:`~metricanything.eval.benchmarks.training_median`).
+    """
+    if name.startswith("baseline:"):
+        kind, _, arg = name[len("baseline:"):].partition("=")
+        if kind == "train_median":
+            if arg:
+                try:
+                    value = float(arg)
+                except ValueError:
+                    raise InvalidInputError(f"{name}: the value after '=' must be a depth in metres") from None
+            else:
+                value = training_median(spec)
+            return ConstantDepth(value, name="baseline:train_median")
+        if kind not in BASELINES:
+            valid = ", ".join(f"baseline:{k}" for k in [*BASELINES, "train_median"])
+            raise InvalidInputError(f"unknown baseline {name!r}; valid baselines: {valid}")
+        if arg:
+            raise InvalidInputError(f"{name}: baseline:{kind} takes no value")
+        return BASELINES[kind](None)
+    if model_loader is None:
+        raise InvalidInputError(f"{name!r} is not a baseline and no model loader was given")
+    return model_loader(name)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def build_prompt(pattern: str, sample: RGBDSample, seed: int) -> Prompt:
+    """The prompt of ``pattern`` for ``sample``, drawn from its GT (validity, intrinsics, image) with ``seed``."""
+    from metricanything.prompts.patterns import make_prompt  # noqa: PLC0415 - cv2-heavy patterns module
+
+    return make_prompt(pattern, sample.depth, sample.valid, sample.intrinsics, image=sample.image, seed=seed)
+
+
+def _blank_gt(sample: RGBDSample) -> RGBDSample:
+    """The sample a predictor sees: the image and camera, never the GT."""
+    return sample.replace(depth=np.zeros_like(sample.depth), valid=np.zeros_like(sample.valid))
+
+
+def run_predictor(
+    predictor: Predictor, sample: RGBDSample, prompt: Prompt | None, spec: BenchmarkSpec
+) -> np.ndarray:
+    """One prediction at the sample's size under ``spec``'s focal source / model resolution / upsampling."""
+    K = sample.intrinsics if spec.focal_source == "gt" else None
+    view = _blank_gt(sample)
+    if spec.model_resolution is not None and spec.model_resolution != (sample.width, sample.height):
+        w, h = spec.model_resolution
+        view = RGBDSample(
+            image=resize_image(sample.image, w, h), depth=np.zeros((h, w), np.float32),
+            valid=np.zeros((h, w), bool), intrinsics=sample.intrinsics.resized(w, h),
+            camera_id=sample.camera_id, scene_id=sample.scene_id, dataset=sample.dataset, sample_id=sample.sample_id,
+        )  # fmt: skip
+        K = view.intrinsics if K is not None else None
+        prompt = prompt.resized(w, h) if prompt is not None else None
+    out = predictor.predict(view, prompt, K)
+    depth = as_depth_array(out, view.width, view.height, predictor.name, spec.upsample)
+    return resize_depth(depth, sample.width, sample.height, spec.upsample)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate(
+    predictors: Mapping[str, Predictor],
+    benchmark: BenchmarkSpec | str,
+    prompts: Iterable[str | None] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    num_panels: int = 3,
+    progress: bool = False,
+) -> EvalResults:
+    """Evaluate every predictor on ``benchmark`` with each prompt pattern (one column each).
+
+    ``prompts``: patterns such as ``points:500``; None/empty -> the benchmark's default prompts, or one
+    prompt-free column when it has none (a ``None`` entry is a prompt-free column). Mismatches (a prompt-free
+    model with a prompt, a prompt-only baseline without) raise :class:`InvalidInputError` before any work.
+    With ``out_dir`` every output is written there (see :func:`metricanything.eval.report.write_outputs`).
+    """
+    spec = benchmark if isinstance(benchmark, BenchmarkSpec) else load_benchmark(benchmark)
+    if not predictors:
+        raise InvalidInputError("nothing to evaluate: give at least one model or baseline")
+    patterns: list[str | None] = list(prompts) if prompts else list(spec.prompts) or [None]
+    columns = [p if p is not None else NO_PROMPT for p in patterns]
+    if len(set(columns)) != len(columns):
+        raise InvalidInputError(f"prompt patterns repeat: {columns}")
+    if patterns != [None]:
+        from metricanything.prompts.patterns import parse_pattern  # noqa: PLC0415
+
+        for p in patterns:
+            if p is not None:
+                parse_pattern(p)  # a bad pattern fails now, with the pattern module's message
+    for pred in predictors.values():
+        for p in patterns:
+            check_prompt_compatibility(pred, p)
+    if not spec.is_synthetic:
+        resolve_root(spec, root)  # a missing dataset fails before any model work
+
+    scorers = {name: {col: BenchmarkScorer(spec) for col in columns} for name in predictors}
+    timing = {name: 0.0 for name in predictors}
+    records: list[dict[str, Any]] = []
+    panels: list[PanelData] = []
+    samples = iter_benchmark_samples(spec, root, limit)
+    bar = _progress(samples, spec, limit, progress)
+    n = 0
+    for index, raw in enumerate(bar):
+        sample = resample_sample(raw, spec.eval_resolution)
+        n += 1
+        for pattern, col in zip(patterns, columns, strict=True):
+            prompt = build_prompt(pattern, sample, spec.seed + index) if pattern is not None else None
+            pdepth, pmask = prompt.to_map() if prompt is not None else (None, None)
+            if prompt is not None and not pmask.any():
+                prompt = None  # an empty prompt (e.g. no keypoints) is a prompt-free input; recorded below
+            panel = None
+            if index < num_panels:
+                panel = PanelData(sample.sample_id, col, sample.image, sample.depth, sample.valid, pdepth, pmask)
+                panels.append(panel)
+            for name, predictor in predictors.items():
+                if prompt is None and predictor.needs_prompt:
+                    scorers[name][col].skipped.append((sample.sample_id, "empty prompt"))
+                    continue
+                t0 = time.perf_counter()
+                pred = run_predictor(predictor, sample, prompt, spec)
+                timing[name] += time.perf_counter() - t0
+                score = scorers[name][col].score(pred, sample, pdepth, pmask)
+                if score.metrics is not None:
+                    records.append({
+                        "predictor": name, "prompt": col, "sample_id": sample.sample_id,
+                        "prompt_points": int(pmask.sum()) if pmask is not None else 0, **score.metrics,
+                    })  # fmt: skip
+                if panel is not None:
+                    panel.predictions[name] = score.pred
+                    panel.masks[name] = score.mask
+    if n == 0:
+        raise InvalidInputError(f"benchmark {spec.name!r} yielded no sample")
+    results = EvalResults(
+        benchmark=spec,
+        predictors=list(predictors),
+        columns=columns,
+        summaries={name: {col: scorers[name][col].summary() for col in columns} for name in predictors},
+        records=records,
+        timing={name: timing[name] / max(n * len(columns), 1) for name in predictors},
+        num_samples=n,
+        panels=panels,
+    )
+    if out_dir is not None:
+        from metricanything.eval.report import write_outputs  # noqa: PLC0415 - matplotlib is imported there
+
+        write_outputs(results, out_dir)
+    return results
+
+
+def _progress(samples, spec: BenchmarkSpec, limit: int | None, enabled: bool):
+    if not enabled:
+        return samples
+    from tqdm import tqdm  # noqa: PLC0415
+
+    total = limit if limit is not None else spec.limit
+    if total is None and spec.synthetic is not None:
+        total = spec.synthetic.num
+    return tqdm(samples, total=total, desc=f"eval {spec.name}", unit="img", leave=False)
+
+
+def format_value(value: float | None) -> str:
+    """A metric value as printed in tables."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+__all__ = [
+    "NO_PROMPT",
+    "EvalResults",
+    "PanelData",
+    "build_predictor",
+    "build_prompt",
+    "evaluate",
+    "format_value",
+    "run_predictor",
+]

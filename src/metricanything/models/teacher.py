@@ -1,0 +1,300 @@
+"""The prompt-conditioned teacher: ViT encoder + DPT decoder with a sparse-metric-prompt branch.
+
+Output parameterisation (see ``docs/design/models-teacher.md``)::
+
+    enc = encode_prompt(prompt_depth, prompt_mask)          # [m (ln z - ln s), m], ln s = ln median prompt depth
+    r   = enc.log_scale            where the sample has prompt points
+        = ln(f_px / W)             otherwise (canonical inverse depth: depth = f / (W C), so the net gives -ln C)
+    depth = exp(r + head(image, enc.features))              # metres, > 0 by construction
+
+The network sees the prompt only through the encoded features, so values under ``mask = 0`` never matter.
+Any input size works: the image is resized (aspect kept) so that its long side is ``cfg.image_size``, padded at
+the bottom/right to a multiple of the patch size, and the prediction is cropped and resized back to the input's
+exact H x W.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metricanything.errors import ConfigError, InvalidInputError
+from metricanything.models.dpt import DPTDecoder, masked_pool
+from metricanything.models.vit import VisionTransformer, ViTConfig, vit_config
+from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
+
+
+def default_hook_indices(depth: int) -> tuple[int, int, int, int]:
+    """Four evenly spaced block indices ending at the last block (e.g. 2, 5, 8, 11 for depth 12)."""
+    return tuple(max(0, (i + 1) * depth // 4 - 1) for i in range(4))  # type: ignore[return-value]
+
+
+@dataclass
+class TeacherConfig:
+    """Everything needed to rebuild a :class:`Teacher` (serialised into ``config.json`` by checkpoints).
+
+    Attributes:
+        vit: the encoder's :class:`ViTConfig` (a preset name or a dict is converted on construction).
+        hook_indices: 0-based blocks whose outputs feed the four DPT levels (finest level first).
+        intermediate_norm: apply the ViT's final norm to the hooked outputs.
+        reassemble_channels: channels of the four reassemble projections.
+        decoder_features: DPT fusion width ``F``.
+        head_features: last hidden width of the head.
+        prompt_hidden: hidden width of each prompt stage encoder (0 = prompt-free teacher).
+        prompt_levels: fusion levels (0 = finest) that receive the prompt.
+        image_size: long side (pixels) every input is resized to before the ViT (aspect kept, then padded to a
+            patch multiple); ``None`` keeps the input size (only padding).
+        name: preset name, informational.
+    """
+
+    vit: ViTConfig
+    hook_indices: tuple[int, ...] = (2, 5, 8, 11)
+    intermediate_norm: bool = True
+    reassemble_channels: tuple[int, ...] = (48, 96, 192, 384)
+    decoder_features: int = 64
+    head_features: int = 32
+    prompt_hidden: int = 32
+    prompt_levels: tuple[int, ...] = (0, 1, 2, 3)
+    image_size: int | None = 518
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if len(self.hook_indices) != 4:
+            raise ConfigError(f"TeacherConfig.hook_indices needs 4 block indices, got {self.hook_indices}")
+        if len(self.reassemble_channels) != 4:
+            raise ConfigError(f"TeacherConfig.reassemble_channels needs 4 entries, got {self.reassemble_channels}")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"TeacherConfig.image_size must be positive or None, got {self.image_size}")
+        self.hook_indices = tuple(int(i) for i in self.hook_indices)
+        self.reassemble_channels = tuple(int(c) for c in self.reassemble_channels)
+        self.prompt_levels = tuple(int(i) for i in self.prompt_levels)
+        if isinstance(self.vit, dict):
+            self.vit = ViTConfig.from_dict(self.vit)
+        if isinstance(self.vit, str):
+            self.vit = vit_config(self.vit)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict (the ViT config nested as a dict)."""
+        d = dataclasses.asdict(self)
+        for k in ("hook_indices", "reassemble_channels", "prompt_levels"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TeacherConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown TeacherConfig keys: {unknown}")
+        return cls(**d)
+
+
+_PRESETS: dict[str, dict] = {
+    # unit tests: milliseconds at 32-64 px (image sizes are patch multiples: ViT-test/tiny use patch 14)
+    "test": dict(vit="test", reassemble_channels=(8, 16, 16, 32), decoder_features=16, head_features=8,
+                 prompt_hidden=8, image_size=56),
+    # trains on CPU in minutes at 128-256 px
+    "tiny": dict(vit="tiny", reassemble_channels=(24, 48, 96, 192), decoder_features=32, head_features=16,
+                 prompt_hidden=16, image_size=252),
+    # DINOv2-style ViT-S/14 (can start from a converted DINOv2 ViT-S backbone)
+    "small": dict(vit="small", reassemble_channels=(48, 96, 192, 384), decoder_features=64, prompt_hidden=32,
+                  image_size=518),
+    "base": dict(vit="base", reassemble_channels=(96, 192, 384, 768), decoder_features=128, prompt_hidden=32,
+                 image_size=518),
+    "large": dict(vit="large", reassemble_channels=(256, 512, 1024, 1024), decoder_features=256,
+                  prompt_hidden=64, image_size=518),
+    # the released student's backbone (DINOv3 ViT-H+/16) with a DPT decoder
+    "huge_plus": dict(vit="huge_plus", reassemble_channels=(256, 512, 1024, 1024), decoder_features=256,
+                      prompt_hidden=64, image_size=512),
+}
+
+
+def teacher_config(name: str, **overrides) -> TeacherConfig:
+    """Preset teacher configuration: ``test``, ``tiny``, ``small``, ``base``, ``large`` or ``huge_plus``."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown teacher preset {name!r}; choose one of {sorted(_PRESETS)}")
+    kw = {**_PRESETS[name], "name": name, **overrides}
+    if isinstance(kw["vit"], str):
+        kw["vit"] = vit_config(kw["vit"])
+    kw.setdefault("hook_indices", default_hook_indices(kw["vit"].depth))
+    return TeacherConfig(**kw)
+
+
+def network_size(height: int, width: int, image_size: int | None, patch: int) -> tuple[int, int, int, int]:
+    """(resized H, resized W, padded H, padded W) the network uses for an H x W input."""
+    if image_size is None:
+        hs, ws = height, width
+    else:
+        s = image_size / max(height, width)
+        hs, ws = max(1, round(height * s)), max(1, round(width * s))
+    return hs, ws, math.ceil(hs / patch) * patch, math.ceil(ws / patch) * patch
+
+
+def _as_batch_vector(value: torch.Tensor | float | None, b: int, name: str) -> torch.Tensor | None:
+    if value is None:
+        return None
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(b)
+    if t.numel() != b:
+        raise InvalidInputError(f"{name} must be a scalar or have one entry per image ({b}), got {t.numel()}")
+    return t
+
+
+class Teacher(nn.Module):
+    """Prompt-conditioned metric depth network (ViT + DPT + prompt branch); see the module docstring."""
+
+    model_kind = "teacher"
+
+    def __init__(self, cfg: TeacherConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = VisionTransformer(cfg.vit)
+        if max(cfg.hook_indices) >= self.encoder.depth or min(cfg.hook_indices) < 0:
+            raise ConfigError(f"hook_indices {cfg.hook_indices} out of range for a ViT of depth {self.encoder.depth}")
+        self.decoder = DPTDecoder(
+            self.encoder.embed_dim,
+            reassemble_channels=cfg.reassemble_channels,
+            features=cfg.decoder_features,
+            head_features=cfg.head_features,
+            prompt_hidden=cfg.prompt_hidden or None,
+            prompt_in_channels=PROMPT_CHANNELS,
+            prompt_levels=cfg.prompt_levels,
+        )
+
+    @property
+    def cfg(self) -> TeacherConfig:
+        """Alias of :attr:`config`."""
+        return self.config
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size of the encoder."""
+        ps = self.encoder.patch_size
+        return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the prompt branch (e.g. for a separate learning rate)."""
+        return list(self.decoder.prompt_encoders.parameters())
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        prompt_depth: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        f_px: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """Metric depth (B x 1 x H x W, metres, > 0) for ImageNet-normalised images (B x 3 x H x W).
+
+        ``prompt_depth`` / ``prompt_mask`` (B x 1 x H x W, metres / bool) are optional; ``f_px`` (scalar or B,
+        horizontal focal in pixels of *this* image) is required for every sample without prompt points.
+        """
+        return self.forward_with_aux(image, prompt_depth, prompt_mask, f_px)["depth"]
+
+    def forward_with_aux(
+        self,
+        image: torch.Tensor,
+        prompt_depth: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+        f_px: torch.Tensor | float | None = None,
+        encoded: EncodedPrompt | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Like :meth:`forward`, returning ``depth``, ``log_depth`` (= ``log_ref`` + ``residual``), ``log_ref``
+        (B, float32), ``residual`` (B x 1 x H x W network output) and ``has_prompt`` (B, bool).
+
+        ``encoded`` may be passed instead of ``prompt_depth``/``prompt_mask`` (an already encoded prompt).
+        """
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise InvalidInputError(f"teacher input must be B x 3 x H x W, got {tuple(image.shape)}")
+        b, _, h, w = image.shape
+        if encoded is None and (prompt_depth is None) != (prompt_mask is None):
+            raise InvalidInputError("pass both prompt_depth and prompt_mask, or neither")
+        if encoded is None and prompt_depth is not None:
+            encoded = encode_prompt(prompt_depth.to(image.device), prompt_mask.to(image.device))
+        if encoded is not None and (encoded.features.shape[0] != b or tuple(encoded.features.shape[-2:]) != (h, w)):
+            raise InvalidInputError(
+                f"prompt is {tuple(encoded.features.shape[-2:])} x batch {encoded.features.shape[0]}, "
+                f"image is {(h, w)} x batch {b}"
+            )
+        has_prompt = (
+            encoded.has_prompt.to(image.device)
+            if encoded is not None
+            else torch.zeros(b, dtype=torch.bool, device=image.device)
+        )
+        log_ref = self._log_reference(encoded, has_prompt, f_px, b, w, image.device)
+
+        hs, ws, hp, wp = network_size(h, w, self.config.image_size, self.patch_size)
+        x = image
+        if (hs, ws) != (h, w):
+            x = F.interpolate(x, size=(hs, ws), mode="bilinear", align_corners=False, antialias=hs < h or ws < w)
+        x = F.pad(x, (0, wp - ws, 0, hp - hs))
+        feats = None
+        if self.decoder.has_prompt_branch:
+            if encoded is None:
+                feats = torch.zeros(b, PROMPT_CHANNELS, hp, wp, device=image.device, dtype=x.dtype)
+            else:
+                feats = encoded.features.to(x.dtype)
+                if (hs, ws) != (h, w):
+                    v, _, m = masked_pool(feats[:, :1], feats[:, 1:2], (hs, ws))
+                    feats = torch.cat([v, m.to(v.dtype)], dim=1)
+                feats = F.pad(feats, (0, wp - ws, 0, hp - hs))
+        tokens = self.encoder.get_intermediate_layers(
+            x, list(self.config.hook_indices), norm=self.config.intermediate_norm
+        )
+        residual = self.decoder(list(tokens), (hp, wp), feats)[..., :hs, :ws]
+        if (hs, ws) != (h, w):
+            residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
+        residual = residual.float()
+        log_depth = residual + log_ref.view(b, 1, 1, 1)
+        return {
+            "depth": torch.exp(log_depth),
+            "log_depth": log_depth,
+            "log_ref": log_ref,
+            "residual": residual,
+            "has_prompt": has_prompt,
+        }
+
+    @staticmethod
+    def _log_reference(
+        encoded: EncodedPrompt | None,
+        has_prompt: torch.Tensor,
+        f_px: torch.Tensor | float | None,
+        b: int,
+        width: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        f = _as_batch_vector(f_px, b, "f_px")
+        if f is not None:
+            if not bool(torch.isfinite(f).all()) or bool((f <= 0).any()):
+                raise InvalidInputError(f"f_px must be finite and > 0, got {f.tolist()}")
+            canonical = torch.log(f / float(width)).to(device=device, dtype=torch.float32)
+        else:
+            if not bool(has_prompt.all()):
+                raise InvalidInputError(
+                    "the teacher needs f_px (focal length in pixels) for images without prompt points"
+                )
+            canonical = torch.zeros(b, device=device)
+        if encoded is None:
+            return canonical
+        return torch.where(has_prompt, encoded.log_scale.to(device=device, dtype=torch.float32), canonical)
+
+    def load_backbone(self, path: str) -> None:
+        """Initialise the ViT from a pretrained backbone file (see :func:`metricanything.models.vit.load_backbone_weights`)."""
+        from metricanything.models.vit import load_backbone_weights
+
+        load_backbone_weights(self.encoder, path)
+
+
+def teacher_from_config(cfg: TeacherConfig | str, **overrides) -> Teacher:
+    """Build a teacher from a config or a preset name (overrides apply to presets)."""
+    if isinstance(cfg, str):
+        cfg = teacher_config(cfg, **overrides)
+    elif overrides:
+        cfg = replace(cfg, **overrides)
+    return Teacher(cfg)

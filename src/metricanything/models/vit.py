@@ -1,0 +1,696 @@
+"""Plain-torch Vision Transformer: DINOv2-style (learned position embedding) and DINOv3-style (RoPE).
+
+Two state-dict layouts are supported, selected by ``ViTConfig.layout``:
+
+* ``"timm"``: the key names of timm's ``vit_*_patch14_dinov2`` models (``cls_token``, ``reg_token``,
+  ``pos_embed``, ``blocks.N.mlp.fc1/fc2``; SwiGLU packed into ``mlp.fc1`` like timm's ``SwiGLUPacked``).
+* ``"dinov3"``: the key names of the official DINOv3 code (``cls_token``, ``storage_tokens``, ``mask_token``,
+  ``rope_embed.periods``, ``blocks.N.attn.qkv.bias_mask``, ``blocks.N.mlp.w1/w2/w3`` for SwiGLU).
+
+Token order is always ``[CLS, register/storage tokens, patch tokens row-major]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from metricanything.errors import CheckpointError, ConfigError, InputFileError
+
+__all__ = [
+    "ViTConfig",
+    "VisionTransformer",
+    "vit_config",
+    "VIT_PRESETS",
+    "load_backbone_weights",
+    "convert_backbone_state_dict",
+    "rope_periods",
+    "rope_sin_cos",
+    "swiglu_hidden_dim",
+]
+
+
+@dataclass
+class ViTConfig:
+    """Hyper-parameters of a :class:`VisionTransformer`.
+
+    ``img_size`` is the nominal training size; it sets the learned position grid
+    (``img_size // patch_size`` per side) and is otherwise informational (RoPE models accept any size that is a
+    multiple of ``patch_size``).
+    """
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    patch_size: int = 14
+    img_size: int = 518
+    in_chans: int = 3
+    mlp_ratio: float = 4.0
+    ffn: Literal["mlp", "swiglu"] = "mlp"
+    swiglu_align: int = 8
+    ffn_hidden: int | None = None  # explicit hidden width (overrides mlp_ratio / swiglu rounding)
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    ffn_bias: bool = True
+    mask_k_bias: bool = False  # multiply the qkv bias by a buffer ``bias_mask`` (1 on q/v, 0 on k)
+    layer_scale_init: float | None = 1e-5  # None: no LayerScale (no ``ls*.gamma`` keys)
+    num_register_tokens: int = 0  # a.k.a. DINOv3 "storage tokens"
+    class_token: bool = True
+    pos_embed: Literal["learned", "rope"] = "learned"
+    pos_embed_cls: bool = True  # learned only: the position table also has an entry for the CLS token
+    rope_base: float = 100.0
+    rope_rescale_coords: float | None = None  # training-only random coordinate rescale (DINOv3: 2.0)
+    norm_eps: float = 1e-6
+    layout: Literal["timm", "dinov3"] = "timm"
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.ffn not in ("mlp", "swiglu"):
+            raise ConfigError(f"ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
+        if self.pos_embed not in ("learned", "rope"):
+            raise ConfigError(f"pos_embed must be 'learned' or 'rope', got {self.pos_embed!r}")
+        if self.layout not in ("timm", "dinov3"):
+            raise ConfigError(f"layout must be 'timm' or 'dinov3', got {self.layout!r}")
+        if self.pos_embed == "rope" and (self.embed_dim // self.num_heads) % 4:
+            raise ConfigError("RoPE needs head_dim divisible by 4")
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.depth < 1 or self.patch_size < 1:
+            raise ConfigError("depth and patch_size must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.num_register_tokens
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown ViTConfig keys: {unknown}")
+        return cls(**d)
+
+
+def swiglu_hidden_dim(embed_dim: int, mlp_ratio: float, align: int = 8) -> int:
+    """SwiGLU hidden width used by DINOv2/DINOv3: int(int(D*ratio)*2/3) rounded up to ``align``."""
+    d = int(int(embed_dim * mlp_ratio) * 2 / 3)
+    return d + (-d % align)
+
+
+def _ffn_hidden(cfg: ViTConfig) -> int:
+    if cfg.ffn_hidden is not None:
+        return cfg.ffn_hidden
+    if cfg.ffn == "swiglu":
+        return swiglu_hidden_dim(cfg.embed_dim, cfg.mlp_ratio, cfg.swiglu_align)
+    return int(cfg.embed_dim * cfg.mlp_ratio)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _dinov2(**kw: Any) -> ViTConfig:
+    base = dict(patch_size=14, img_size=518, layer_scale_init=1e-5, norm_eps=1e-6, layout="timm")
+    base.update(kw)
+    return ViTConfig(**base)
+
+
+def _dinov3(**kw: Any) -> ViTConfig:
+    base = dict(
+        patch_size=16,
+        img_size=224,
+        layer_scale_init=1e-5,
+        norm_eps=1e-5,
+        num_register_tokens=4,
+        pos_embed="rope",
+        rope_base=100.0,
+        rope_rescale_coords=2.0,
+        mask_k_bias=True,
+        layout="dinov3",
+    )
+    base.update(kw)
+    return ViTConfig(**base)
+
+
+VIT_PRESETS: dict[str, Any] = {
+    # DINOv2 / timm layout (learned position embedding, patch 14)
+    "test": lambda: _dinov2(embed_dim=64, depth=4, num_heads=4, img_size=56, layer_scale_init=0.1),
+    "tiny": lambda: _dinov2(embed_dim=192, depth=6, num_heads=3, img_size=224, layer_scale_init=0.1),
+    "small": lambda: _dinov2(embed_dim=384, depth=12, num_heads=6),
+    "base": lambda: _dinov2(embed_dim=768, depth=12, num_heads=12),
+    "large": lambda: _dinov2(embed_dim=1024, depth=24, num_heads=16),
+    "giant": lambda: _dinov2(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu"),
+    "small_reg4": lambda: _dinov2(embed_dim=384, depth=12, num_heads=6, num_register_tokens=4, pos_embed_cls=False),
+    # DINOv3 official layout (RoPE, 4 storage tokens, masked k bias, LayerNorm eps 1e-5, patch 16)
+    "dinov3_test": lambda: _dinov3(embed_dim=64, depth=4, num_heads=4, ffn="swiglu", mlp_ratio=6.0,
+                                   img_size=128, layer_scale_init=0.1),
+    "dinov3_fixture_tiny": lambda: _dinov3(embed_dim=32, depth=9, num_heads=2, ffn="swiglu", mlp_ratio=6.0),
+    "dinov3_tiny": lambda: _dinov3(embed_dim=96, depth=6, num_heads=3, ffn="swiglu", mlp_ratio=4.0,
+                                   layer_scale_init=0.1),
+    "dinov3_small": lambda: _dinov3(embed_dim=384, depth=12, num_heads=6),
+    "dinov3_small_plus": lambda: _dinov3(embed_dim=384, depth=12, num_heads=6, ffn="swiglu", mlp_ratio=6.0),
+    "dinov3_base": lambda: _dinov3(embed_dim=768, depth=12, num_heads=12),
+    "dinov3_large": lambda: _dinov3(embed_dim=1024, depth=24, num_heads=16),
+    "dinov3_huge_plus": lambda: _dinov3(embed_dim=1280, depth=32, num_heads=20, ffn="swiglu", mlp_ratio=6.0),
+}
+VIT_PRESETS["huge_plus"] = VIT_PRESETS["dinov3_huge_plus"]
+VIT_PRESETS["dinov3_vith16plus"] = VIT_PRESETS["dinov3_huge_plus"]
+
+
+def vit_config(name: str, **overrides: Any) -> ViTConfig:
+    """Return a fresh :class:`ViTConfig` for preset ``name`` with optional field overrides."""
+    if name not in VIT_PRESETS:
+        raise ConfigError(f"unknown ViT preset {name!r}; known: {sorted(VIT_PRESETS)}")
+    cfg = VIT_PRESETS[name]()
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RoPE (DINOv3 axial rotary embedding)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def rope_periods(head_dim: int, base: float, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> Tensor:
+    """Periods base^(2k/(head_dim/2)), k = 0 .. head_dim/4 - 1 (computed in ``dtype``)."""
+    k = torch.arange(head_dim // 4, dtype=dtype, device=device)
+    return base ** (2 * k / (head_dim // 2))
+
+
+def rope_sin_cos(periods: Tensor, h: int, w: int, rescale: float | None = None) -> tuple[Tensor, Tensor]:
+    """sin/cos tables (h*w, head_dim) for an h x w patch grid, in float32.
+
+    Coordinates are patch centres normalised per axis to [-1, 1]; the angle vector is
+    [row angles (hd/4), column angles (hd/4)] repeated twice; angle = 2*pi*coord / period.
+    ``rescale`` (training only): multiply coordinates by one random factor in [1/rescale, rescale] (log-uniform).
+    """
+    dev = periods.device
+    dt = torch.float32
+    coords_h = torch.arange(0.5, h, device=dev, dtype=dt) / h
+    coords_w = torch.arange(0.5, w, device=dev, dtype=dt) / w
+    coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1)
+    coords = 2.0 * coords - 1.0
+    if rescale is not None:
+        lo, hi = math.log(1.0 / rescale), math.log(rescale)
+        factor = torch.empty(1, device=dev, dtype=dt).uniform_(lo, hi).exp()
+        coords = coords * factor
+    angles = 2 * math.pi * coords[:, :, None] / periods.to(dt)[None, None, :]
+    angles = angles.flatten(1, 2).tile(2)
+    return torch.sin(angles), torch.cos(angles)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def _apply_rope(x: Tensor, sin: Tensor, cos: Tensor, n_prefix: int) -> Tensor:
+    """Rotate the patch tokens of x (B, heads, N, hd); prefix tokens untouched; computed in float32."""
+    dtype = x.dtype
+    xf = x.to(sin.dtype)
+    prefix, patches = xf[:, :, :n_prefix], xf[:, :, n_prefix:]
+    patches = patches * cos + _rotate_half(patches) * sin
+    return torch.cat([prefix, patches], dim=2).to(dtype)
+
+
+class RopeEmbedding(nn.Module):
+    """Holds the ``periods`` buffer (persistent, so checkpoints carry its exact bits)."""
+
+    def __init__(self, head_dim: int, base: float, rescale_coords: float | None = None) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.base = base
+        self.rescale_coords = rescale_coords
+        self.register_buffer("periods", rope_periods(head_dim, base), persistent=True)
+
+    def forward(self, h: int, w: int) -> tuple[Tensor, Tensor]:
+        rescale = self.rescale_coords if self.training else None
+        return rope_sin_cos(self.periods, h, w, rescale)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------------
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, h*w, D), row-major
+
+
+class QKVLinear(nn.Linear):
+    """Linear D -> 3D whose bias is optionally multiplied by a persistent ``bias_mask`` buffer."""
+
+    def __init__(self, dim: int, bias: bool, mask_k_bias: bool) -> None:
+        super().__init__(dim, 3 * dim, bias=bias)
+        if mask_k_bias and bias:
+            mask = torch.ones(3 * dim)
+            mask[dim : 2 * dim] = 0.0
+            self.register_buffer("bias_mask", mask, persistent=True)
+        else:
+            self.bias_mask = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias
+        if bias is not None and self.bias_mask is not None:
+            bias = bias * self.bias_mask
+        return F.linear(x, self.weight, bias)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_bias: bool, mask_k_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = QKVLinear(dim, qkv_bias, mask_k_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, n_prefix: int = 0) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))
+        if rope is not None:
+            sin, cos = rope
+            q = _apply_rope(q, sin, cos, n_prefix)
+            k = _apply_rope(k, sin, cos, n_prefix)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """GELU MLP: ``fc1`` -> GELU -> ``fc2``."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLUPacked(nn.Module):
+    """timm-layout SwiGLU: ``fc1`` (D -> 2h, gate first) then silu(gate) * value -> ``fc2``."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        g, v = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(F.silu(g) * v)
+
+
+class SwiGLU3(nn.Module):
+    """DINOv3-layout SwiGLU: ``w3(silu(w1 x) * w2 x)``."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=bias)
+        self.w2 = nn.Linear(dim, hidden, bias=bias)
+        self.w3 = nn.Linear(hidden, dim, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + ls1(attn(norm1 x)); then + ls2(ffn(norm2 x))."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        d = cfg.embed_dim
+        self.norm1 = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.attn = Attention(d, cfg.num_heads, cfg.qkv_bias, cfg.proj_bias, cfg.mask_k_bias)
+        self.ls1: nn.Module = (
+            LayerScale(d, cfg.layer_scale_init) if cfg.layer_scale_init is not None else nn.Identity()
+        )
+        self.norm2 = nn.LayerNorm(d, eps=cfg.norm_eps)
+        hidden = _ffn_hidden(cfg)
+        if cfg.ffn == "mlp":
+            self.mlp: nn.Module = Mlp(d, hidden, cfg.ffn_bias)
+        elif cfg.layout == "dinov3":
+            self.mlp = SwiGLU3(d, hidden, cfg.ffn_bias)
+        else:
+            self.mlp = SwiGLUPacked(d, hidden, cfg.ffn_bias)
+        self.ls2: nn.Module = (
+            LayerScale(d, cfg.layer_scale_init) if cfg.layer_scale_init is not None else nn.Identity()
+        )
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, n_prefix: int = 0) -> Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), rope, n_prefix))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder returning tokens ``[CLS, registers, patches]``.
+
+    Attributes used by decoders: ``embed_dim``, ``patch_size``, ``num_prefix_tokens``, ``depth``.
+    """
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.embed_dim
+        self.patch_size = cfg.patch_size
+        self.depth = cfg.depth
+        self.num_heads = cfg.num_heads
+        self.num_register_tokens = cfg.num_register_tokens
+        self.num_prefix_tokens = cfg.num_prefix_tokens
+        self.grad_checkpointing = False
+        d = cfg.embed_dim
+        # Parameter creation order follows each layout's official state-dict order.
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
+        if cfg.layout == "dinov3":
+            self.storage_tokens = (
+                nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d)) if cfg.num_register_tokens else None
+            )
+            self.mask_token = nn.Parameter(torch.zeros(1, d))
+        else:
+            self.reg_token = (
+                nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d)) if cfg.num_register_tokens else None
+            )
+        if cfg.pos_embed == "learned":
+            n_pos = cfg.grid_size**2 + (int(cfg.class_token) if cfg.pos_embed_cls else 0)
+            self.pos_embed = nn.Parameter(torch.zeros(1, n_pos, d))
+        else:
+            self.pos_embed = None
+        self.patch_embed = PatchEmbed(cfg.in_chans, d, cfg.patch_size)
+        self.rope_embed = (
+            RopeEmbedding(cfg.head_dim, cfg.rope_base, cfg.rope_rescale_coords) if cfg.pos_embed == "rope" else None
+        )
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.init_weights()
+
+    # -- init ---------------------------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Truncated-normal(0.02) linears, zero biases, small tokens; LayerScale to ``layer_scale_init``."""
+        if any(p.is_meta for p in self.parameters()):
+            return
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.trunc_normal_(w.view(w.shape[0], -1), std=0.02)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        for name in ("cls_token", "reg_token", "storage_tokens", "pos_embed"):
+            p = getattr(self, name, None)
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        if getattr(self, "mask_token", None) is not None:
+            nn.init.zeros_(self.mask_token)
+
+    # -- tokens -------------------------------------------------------------------------------------------
+    def _register_tokens(self) -> Tensor | None:
+        return self.storage_tokens if self.cfg.layout == "dinov3" else self.reg_token
+
+    def interpolate_pos_embed(self, h: int, w: int) -> Tensor:
+        """Learned position table resized (bicubic, no antialias) to an h x w patch grid: (1, [1+]h*w, D)."""
+        assert self.pos_embed is not None
+        pe = self.pos_embed
+        n_cls = int(self.cfg.class_token) if self.cfg.pos_embed_cls else 0
+        cls_pe, patch_pe = pe[:, :n_cls], pe[:, n_cls:]
+        g = int(round(math.sqrt(patch_pe.shape[1])))
+        if (g, g) == (h, w):
+            return pe
+        grid = patch_pe.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        dtype = grid.dtype
+        grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=False)
+        patch_pe = grid.to(dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        return torch.cat([cls_pe, patch_pe], dim=1)
+
+    def prepare_tokens(self, x: Tensor) -> tuple[Tensor, int, int]:
+        """Patch-embed and add prefix tokens / position embedding. Returns (tokens, h, w)."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
+        p = self.patch_size
+        hh, ww = x.shape[-2:]
+        if hh % p or ww % p:
+            raise ValueError(f"input size {hh}x{ww} is not a multiple of the patch size {p}")
+        h, w = hh // p, ww // p
+        t = self.patch_embed(x)
+        b = t.shape[0]
+        prefix: list[Tensor] = []
+        if self.cls_token is not None:
+            cls = self.cls_token
+            if self.cfg.layout == "dinov3":
+                cls = cls + 0 * self.mask_token  # as in DINOv3 (keeps mask_token in the graph; no effect)
+            prefix.append(cls.expand(b, -1, -1))
+        reg = self._register_tokens()
+        if self.pos_embed is not None:
+            pe = self.interpolate_pos_embed(h, w)
+            if self.cfg.pos_embed_cls and self.cls_token is not None:
+                # DINOv2 (no registers): position added to [CLS, patches]; registers inserted after.
+                t = torch.cat(prefix + [t], dim=1) + pe
+                if reg is not None:
+                    t = torch.cat([t[:, :1], reg.expand(b, -1, -1), t[:, 1:]], dim=1)
+                return t, h, w
+            t = t + pe
+        if reg is not None:
+            prefix.append(reg.expand(b, -1, -1))
+        return torch.cat(prefix + [t], dim=1), h, w
+
+    def _rope(self, h: int, w: int) -> tuple[Tensor, Tensor] | None:
+        return self.rope_embed(h, w) if self.rope_embed is not None else None
+
+    def _run_blocks(self, x: Tensor, indices: Sequence[int], stop_early: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Run the blocks; returns (last computed tokens, raw outputs of blocks ``indices`` in order)."""
+        t, h, w = self.prepare_tokens(x)
+        rope = self._rope(h, w)
+        wanted = [self._norm_index(i) for i in indices]
+        outs: dict[int, Tensor] = {}
+        last = max(wanted) if (stop_early and wanted) else self.depth - 1
+        for i, blk in enumerate(self.blocks[: last + 1]):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                t = torch.utils.checkpoint.checkpoint(blk, t, rope, self.num_prefix_tokens, use_reentrant=False)
+            else:
+                t = blk(t, rope, self.num_prefix_tokens)
+            if i in wanted:
+                outs[i] = t
+        return t, [outs[i] for i in wanted]
+
+    def _norm_index(self, i: int) -> int:
+        j = i + self.depth if i < 0 else i
+        if not 0 <= j < self.depth:
+            raise IndexError(f"block index {i} out of range for depth {self.depth}")
+        return j
+
+    # -- public API ---------------------------------------------------------------------------------------
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Final-normed tokens (B, num_prefix_tokens + h*w, D)."""
+        t, _ = self._run_blocks(x, [])
+        return self.norm(t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+    def forward_with_intermediates(self, x: Tensor, indices: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+        """One pass: (final-normed tokens, [raw residual-stream tokens after block i for i in indices])."""
+        t, inter = self._run_blocks(x, list(indices))
+        return self.norm(t), inter
+
+    def get_intermediate_layers(self, x: Tensor, indices: Sequence[int], norm: bool = True) -> list[Tensor]:
+        """Patch-token maps (B, D, h, w) of the outputs of blocks ``indices`` (0-based, negatives allowed).
+
+        With ``norm`` the final LayerNorm is applied to each output (DINOv2 convention).
+        """
+        idx = list(indices)
+        p = self.patch_size
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        _, inter = self._run_blocks(x, idx, stop_early=True)
+        maps = []
+        for t in inter:
+            if norm:
+                t = self.norm(t)
+            t = t[:, self.num_prefix_tokens :]
+            maps.append(t.transpose(1, 2).reshape(t.shape[0], -1, h, w))
+        return maps
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading pretrained backbones (timm / DINOv2 / DINOv3 layouts)
+# ---------------------------------------------------------------------------------------------------------
+
+_OPTIONAL_BUFFERS = re.compile(r"^(rope_embed\.periods|blocks\.\d+\.attn\.qkv\.bias_mask)$")
+_KNOWN_PREFIXES = ("encoder.patch_encoder.", "module.", "backbone.", "model.", "encoder.", "teacher.backbone.")
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise InputFileError(p, "backbone weight file not found")
+    try:
+        if p.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            sd = load_file(p)
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise InputFileError(p, f"cannot read weights: {e}") from e
+    for key in ("state_dict", "model", "teacher"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise InputFileError(p, "not a state dict of tensors")
+    return dict(sd)
+
+
+def convert_backbone_state_dict(sd: dict[str, Tensor], model: VisionTransformer) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename a timm / facebookresearch-DINOv2 / DINOv3 state dict to ``model``'s layout.
+
+    Returns (converted state dict, notes). Shape fixes that are safe (position-grid resize) are applied here.
+    """
+    notes: list[str] = []
+    own = model.state_dict()
+    sd = dict(sd)
+    # strip a common wrapper prefix if no key matches as-is
+    if not any(k in own for k in sd):
+        for pre in _KNOWN_PREFIXES:
+            sub = {k[len(pre) :]: v for k, v in sd.items() if k.startswith(pre)}
+            if sub and any(k in own for k in sub):
+                sd = sub
+                notes.append(f"stripped prefix {pre!r}")
+                break
+    # facebookresearch block chunks: blocks.<chunk>.<i>.
+    if any(re.match(r"^blocks\.\d+\.\d+\.", k) for k in sd):
+        sd = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in sd.items()}
+        notes.append("removed DINOv2 block-chunk indices")
+    cfg = model.cfg
+    out: dict[str, Tensor] = {}
+    fb_registers = "register_tokens" in sd
+    for k, v in sd.items():
+        nk = k
+        if cfg.layout == "timm":
+            if k == "register_tokens" or k == "storage_tokens":
+                nk = "reg_token"
+            elif k == "mask_token" and "mask_token" not in own:
+                notes.append("dropped mask_token")
+                continue
+            nk = re.sub(r"^blocks\.(\d+)\.mlp\.w12\.", r"blocks.\1.mlp.fc1.", nk)
+            nk = re.sub(r"^blocks\.(\d+)\.mlp\.w3\.", r"blocks.\1.mlp.fc2.", nk)
+        else:
+            if k in ("register_tokens", "reg_token"):
+                nk = "storage_tokens"
+            if k == "mask_token" and v.ndim == 3:
+                v = v.reshape(1, -1)
+        out[nk] = v
+    # DINOv2 with registers: its position table covers CLS; ours (no_embed_class) does not.
+    if (
+        cfg.layout == "timm"
+        and fb_registers
+        and not cfg.pos_embed_cls
+        and "pos_embed" in out
+        and model.pos_embed is not None
+        and out["pos_embed"].shape[1] == model.pos_embed.shape[1] + 1
+    ):
+        pe = out["pos_embed"]
+        out["cls_token"] = out["cls_token"] + pe[:, :1]
+        out["pos_embed"] = pe[:, 1:]
+        notes.append("folded the CLS position into cls_token (DINOv2 registers -> timm no_embed_class)")
+    # position grid resize
+    if model.pos_embed is not None and "pos_embed" in out and out["pos_embed"].shape != model.pos_embed.shape:
+        pe = out["pos_embed"]
+        n_cls = int(cfg.class_token) if cfg.pos_embed_cls else 0
+        src_patch = pe.shape[1] - n_cls
+        g = int(round(math.sqrt(src_patch)))
+        if g * g != src_patch or pe.shape[-1] != model.pos_embed.shape[-1]:
+            raise CheckpointError(
+                f"pos_embed shape {tuple(pe.shape)} cannot be mapped to {tuple(model.pos_embed.shape)}"
+            )
+        tgt = cfg.grid_size
+        grid = pe[:, n_cls:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
+        grid = F.interpolate(grid, size=(tgt, tgt), mode="bicubic", align_corners=False, antialias=False)
+        out["pos_embed"] = torch.cat([pe[:, :n_cls].float(), grid.permute(0, 2, 3, 1).reshape(1, tgt * tgt, -1)], 1)
+        notes.append(f"interpolated pos_embed grid {g}x{g} -> {tgt}x{tgt} (bicubic, no antialias)")
+    return out, notes
+
+
+def load_backbone_weights(model: VisionTransformer, path: str | os.PathLike | dict[str, Tensor]) -> list[str]:
+    """Load a pretrained backbone (file path or state dict) into ``model`` strictly.
+
+    Accepts timm ``vit_*_dinov2`` keys, facebookresearch DINOv2 keys (``register_tokens``, ``mlp.w12/w3``,
+    ``mask_token``, block chunks) and official DINOv3 keys; wrapper prefixes such as ``module.`` or
+    ``encoder.patch_encoder.`` are stripped. Missing or unexpected keys, or shape mismatches, raise
+    :class:`CheckpointError`. Missing deterministic buffers (``rope_embed.periods``, ``attn.qkv.bias_mask``)
+    keep their constructed values, with a note. Returns the list of notes.
+    """
+    sd = path if isinstance(path, dict) else _read_state_dict(path)
+    src = "<state dict>" if isinstance(path, dict) else os.fspath(path)
+    out, notes = convert_backbone_state_dict(sd, model)
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in out)
+    unexpected = sorted(k for k in out if k not in own)
+    soft = [k for k in missing if _OPTIONAL_BUFFERS.match(k)]
+    missing = [k for k in missing if not _OPTIONAL_BUFFERS.match(k)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{src}: backbone keys do not match the model ({len(missing)} missing, {len(unexpected)} unexpected)"
+            f"\n  missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}"
+            f"\n  unexpected: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}"
+        )
+    bad = [f"{k}: {tuple(out[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in out and out[k].shape != own[k].shape]
+    if bad:
+        raise CheckpointError(f"{src}: shape mismatch: {bad[:20]}")
+    if soft:
+        notes.append(f"kept constructed values for {len(soft)} buffers missing from the file")
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in out:
+                v.copy_(out[k].to(dtype=v.dtype, device=v.device))
+    for n in notes:
+        warnings.warn(f"load_backbone_weights: {n}", stacklevel=2)
+    return notes

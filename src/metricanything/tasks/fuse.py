@@ -1,0 +1,123 @@
+"""Multi-view reconstruction: per-view metric depth + known camera poses -> one coloured point cloud.
+
+Each view's valid, edge-filtered pixels are unprojected (OpenCV camera frame), moved to the world frame with
+its camera-to-world pose, and all views are merged. Optionally, points of one view that other views see as
+*in front of* their own surface (free-space violations) are removed, and the union is voxel-downsampled:
+each occupied voxel of side ``voxel_size`` becomes one point at the mean position and mean colour of the
+points that fell into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from metricanything.camera import Intrinsics, project, transform_points
+from metricanything.errors import InvalidInputError
+from metricanything.pointcloud import DEFAULT_EDGE_THRESHOLD, depth_to_point_cloud
+
+
+@dataclass
+class FusedCloud:
+    """The fused cloud: world-frame float32 points N x 3, uint8 colours N x 3 (or None), points per view."""
+
+    points: np.ndarray
+    colors: np.ndarray | None
+    points_per_view: list[int]
+
+
+def voxel_downsample(
+    points: np.ndarray, colors: np.ndarray | None, voxel_size: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Average points (and colours) per occupied voxel of side ``voxel_size`` metres."""
+    if not voxel_size > 0:
+        raise InvalidInputError(f"voxel size must be positive, got {voxel_size}")
+    if len(points) == 0:
+        return points.astype(np.float32), colors
+    keys = np.floor(np.asarray(points, dtype=np.float64) / voxel_size).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n = len(counts)
+    summed = np.zeros((n, 3), dtype=np.float64)
+    np.add.at(summed, inverse, points)
+    out_pts = (summed / counts[:, None]).astype(np.float32)
+    out_cols = None
+    if colors is not None:
+        csum = np.zeros((n, 3), dtype=np.float64)
+        np.add.at(csum, inverse, colors.astype(np.float64))
+        out_cols = np.clip(np.rint(csum / counts[:, None]), 0, 255).astype(np.uint8)
+    return out_pts, out_cols
+
+
+def _free_space_violations(
+    world_pts: np.ndarray, depth: np.ndarray, valid: np.ndarray, K: Intrinsics, pose: np.ndarray, tol: float
+) -> np.ndarray:
+    """True for points that view (depth, K, pose) sees clearly *behind* a point it observed nearer.
+
+    A point projecting into a valid pixel with observed depth d, at camera depth z < d * (1 - tol), lies in
+    space that view saw as empty: it is a floater and gets flagged.
+    """
+    cam = transform_points(world_pts, np.linalg.inv(pose))
+    uv, z = project(cam, K)
+    with np.errstate(invalid="ignore"):
+        ui = np.floor(uv[:, 0] + 0.5)
+        vi = np.floor(uv[:, 1] + 0.5)
+        inside = np.isfinite(ui) & (ui >= 0) & (ui < K.width) & (vi >= 0) & (vi < K.height) & (z > 0)
+    bad = np.zeros(len(world_pts), dtype=bool)
+    idx = np.nonzero(inside)[0]
+    u, v = ui[idx].astype(np.int64), vi[idx].astype(np.int64)
+    seen = valid[v, u]
+    observed = depth[v, u]
+    bad[idx] = seen & (z[idx] < observed * (1.0 - tol))
+    return bad
+
+
+def fuse_views(
+    depths: Sequence[np.ndarray],
+    valids: Sequence[np.ndarray],
+    intrinsics: Sequence[Intrinsics],
+    poses: Sequence[np.ndarray],
+    images: Sequence[np.ndarray] | None = None,
+    voxel_size: float | None = None,
+    drop_edges: bool = True,
+    edge_threshold: float = DEFAULT_EDGE_THRESHOLD,
+    free_space_tol: float | None = None,
+) -> FusedCloud:
+    """Fuse per-view metric depth maps with known camera-to-world poses (4x4, OpenCV camera frame).
+
+    ``voxel_size`` (metres) averages points per voxel; None keeps every point. ``free_space_tol`` (e.g. 0.05)
+    removes points that another view saw as empty space by more than that relative margin; None disables it.
+    """
+    n = len(depths)
+    if n == 0:
+        raise InvalidInputError("fuse_views needs at least one view")
+    if not (len(valids) == len(intrinsics) == len(poses) == n) or (images is not None and len(images) != n):
+        raise InvalidInputError("depths, valids, intrinsics, poses (and images) must have one entry per view")
+    clouds, colours, counts = [], [], []
+    for i in range(n):
+        pose = np.asarray(poses[i], dtype=np.float64)
+        if pose.shape != (4, 4):
+            raise InvalidInputError(f"view {i}: pose must be 4x4, got {pose.shape}")
+        pts, cols = depth_to_point_cloud(
+            depths[i], valids[i], intrinsics[i], None if images is None else images[i], drop_edges, edge_threshold
+        )
+        world = transform_points(pts, pose)
+        if free_space_tol is not None:
+            keep = np.ones(len(world), dtype=bool)
+            for j in range(n):
+                if j != i:
+                    keep &= ~_free_space_violations(
+                        world, np.asarray(depths[j]), np.asarray(valids[j], bool), intrinsics[j],
+                        np.asarray(poses[j], np.float64), free_space_tol,
+                    )
+            world, cols = world[keep], (None if cols is None else cols[keep])
+        clouds.append(world)
+        colours.append(cols)
+        counts.append(len(world))
+    points = np.concatenate(clouds).astype(np.float32)
+    colors = None if images is None else np.concatenate(colours)
+    if voxel_size is not None:
+        points, colors = voxel_downsample(points, colors, voxel_size)
+    return FusedCloud(points=points, colors=colors, points_per_view=counts)

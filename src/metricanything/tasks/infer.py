@@ -1,0 +1,416 @@
+"""File-level inference: images, folders, globs and videos in; per-image metric depth products out.
+
+For every input image this writes, into ``OUT/<image stem>/``:
+
+* ``depth.npy``      float32 metres at the input's exact H x W (0 where not valid);
+* ``depth.png``      16-bit depth, 1 unit = ``depth_png_scale_m`` metres (1 mm unless the scene is deeper than
+  65.535 m, then the smallest of 2, 5, 10 ... mm that fits; the scale is recorded in ``intrinsics.json``);
+* ``depth_vis.png``  colourised depth with a colour bar in metres (unless ``no_vis``);
+* ``intrinsics.json`` fx, fy, cx, cy, width, height, ``source`` (given | sidecar | exif | estimated | fallback),
+  the model used, the prompt used and the PNG scale;
+* ``cloud.ply`` / ``cloud.glb`` (optional): edge-filtered coloured point cloud in the camera frame.
+
+Focal resolution order: explicit values (``--fx/--fy/--cx/--cy``, ``--fov-x``) -> sidecar JSON -> EXIF
+35 mm-equivalent focal -> the model's FoV head (``estimated``) -> a fallback that always warns.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metricanything.camera import Intrinsics, IntrinsicsSource, splat_points_to_depth, transform_points
+from metricanything.depth_io import read_exif_focal_px, read_image, read_intrinsics_json, write_depth
+from metricanything.errors import InputFileError, InvalidInputError, MetricAnythingError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+#: candidate sidecar names for image ``x/stem.ext``, in priority order
+SIDECAR_PATTERNS = ("{stem}.json", "{stem}_intrinsics.json", "{name}.json", "intrinsics.json")
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+@dataclass
+class InputImage:
+    """One image to process: a display ``name`` (unique output folder), its source file and frame index."""
+
+    name: str
+    path: Path
+    frame: int | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+
+def _unique(name: str, used: set[str]) -> str:
+    out, k = name, 1
+    while out in used:
+        k += 1
+        out = f"{name}_{k}"
+    used.add(out)
+    return out
+
+
+def list_inputs(spec: str | Path) -> list[Path]:
+    """Files named by ``spec``: an image, a video, a folder (its images and videos, sorted) or a glob."""
+    spec = str(spec)
+    p = Path(spec)
+    if p.is_dir():
+        files = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        if not files:
+            raise InputFileError(p, f"folder holds no images ({', '.join(IMAGE_SUFFIXES)}) or videos")
+        return files
+    if p.is_file():
+        return [p]
+    if any(c in spec for c in "*?["):
+        files = sorted(Path(f) for f in globlib.glob(spec, recursive=True) if Path(f).is_file())
+        if not files:
+            raise InputFileError(spec, "glob matches no files")
+        return files
+    raise InputFileError(p, "input not found (expected an image, a video, a folder or a glob)")
+
+
+def iter_input_images(spec: str | Path, video_stride: int = 1) -> Iterator[InputImage | tuple[InputImage, Exception]]:
+    """Yield an :class:`InputImage` (image loaded) per image/video frame, or ``(item, error)`` when unreadable."""
+    used: set[str] = set()
+    for path in list_inputs(spec):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _iter_video(path, used, max(1, int(video_stride)))
+            continue
+        item = InputImage(_unique(path.stem, used), path)
+        try:
+            item.image = read_image(path)
+        except MetricAnythingError as exc:
+            yield item, exc
+            continue
+        yield item
+
+
+def _iter_video(path: Path, used: set[str], stride: int) -> Iterator[InputImage | tuple[InputImage, Exception]]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        yield InputImage(_unique(path.stem, used), path), InputFileError(path, "OpenCV cannot open this video")
+        return
+    index = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if index % stride == 0:
+                item = InputImage(_unique(f"{path.stem}_f{index:06d}", used), path, frame=index)
+                item.image = np.ascontiguousarray(frame[:, :, ::-1])
+                yield item
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        yield InputImage(_unique(path.stem, used), path), InputFileError(path, "video has no readable frames")
+
+
+# ---------------------------------------------------------------------------------------------- intrinsics
+@dataclass
+class IntrinsicsOptions:
+    """User-given intrinsics: any of fx/fy/cx/cy (pixels of the input image) or a horizontal FoV (degrees)."""
+
+    fx: float | None = None
+    fy: float | None = None
+    cx: float | None = None
+    cy: float | None = None
+    fov_x: float | None = None
+
+    def given(self) -> bool:
+        return self.fx is not None or self.fov_x is not None
+
+    def __post_init__(self) -> None:
+        if self.fx is None and self.fov_x is None and (self.fy, self.cx, self.cy) != (None, None, None):
+            raise InvalidInputError("--fy/--cx/--cy need --fx (or give --fov-x)")
+        if self.fx is not None and self.fov_x is not None:
+            raise InvalidInputError("give either --fx or --fov-x, not both")
+
+
+def find_sidecar(path: Path) -> Path | None:
+    """The first existing sidecar intrinsics JSON for image ``path`` (see ``SIDECAR_PATTERNS``)."""
+    for pattern in SIDECAR_PATTERNS:
+        cand = path.parent / pattern.format(stem=path.stem, name=path.name)
+        if cand.is_file() and cand != path:
+            return cand
+    return None
+
+
+def resolve_intrinsics(
+    item: InputImage, options: IntrinsicsOptions
+) -> tuple[Intrinsics | None, IntrinsicsSource | None, str]:
+    """Intrinsics from flags, sidecar or EXIF (in that order), their source and a human-readable origin.
+
+    Returns ``(None, None, "")`` when none of these exists: the model then estimates them or falls back.
+    """
+    h, w = item.image.shape[:2]
+    if options.fov_x is not None:
+        return Intrinsics.from_fov(options.fov_x, w, h), IntrinsicsSource.GIVEN, f"--fov-x {options.fov_x}"
+    if options.fx is not None:
+        fy = options.fy if options.fy is not None else options.fx
+        cx = options.cx if options.cx is not None else (w - 1) / 2.0
+        cy = options.cy if options.cy is not None else (h - 1) / 2.0
+        return Intrinsics(options.fx, fy, cx, cy, w, h), IntrinsicsSource.GIVEN, "command-line flags"
+    sidecar = find_sidecar(item.path)
+    if sidecar is not None:
+        return read_intrinsics_json(sidecar, w, h), IntrinsicsSource.SIDECAR, str(sidecar)
+    if item.frame is None:
+        f = read_exif_focal_px(item.path, w, h)
+        if f is not None:
+            return Intrinsics.from_focal(f, w, h), IntrinsicsSource.EXIF, "EXIF FocalLengthIn35mmFilm"
+    return None, None, ""
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def read_lidar_prompt(points_path: Path, calib_path: Path, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """Project a LiDAR sweep into the image with the z-buffer: ``(depth, mask)`` at K's size.
+
+    ``points_path``: ``.bin`` float32 records (``point_dims`` floats each, x y z first; KITTI 4, nuScenes 5)
+    or ``.npy`` N x >=3. ``calib_path`` JSON: ``{"T_cam_lidar": 4x4 (LiDAR -> camera, OpenCV frame),
+    "point_dims": 4}``.
+    """
+    try:
+        calib = json.loads(Path(calib_path).read_text())
+    except FileNotFoundError:
+        raise InputFileError(calib_path, "LiDAR calibration file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(calib_path, f"not valid JSON ({exc})") from None
+    if "T_cam_lidar" not in calib:
+        raise InputFileError(calib_path, "missing 'T_cam_lidar' (4x4 LiDAR-to-camera transform)")
+    T = np.asarray(calib["T_cam_lidar"], dtype=np.float64)
+    if T.shape != (4, 4):
+        raise InputFileError(calib_path, f"'T_cam_lidar' must be 4x4, got {T.shape}")
+    points_path = Path(points_path)
+    if not points_path.is_file():
+        raise InputFileError(points_path, "LiDAR points file not found")
+    if points_path.suffix.lower() == ".bin":
+        dims = int(calib.get("point_dims", 4))
+        raw = np.fromfile(points_path, dtype="<f4")
+        if dims < 3 or raw.size % dims:
+            raise InputFileError(points_path, f"size is not a multiple of point_dims={dims} float32 values")
+        pts = raw.reshape(-1, dims)[:, :3]
+    elif points_path.suffix.lower() == ".npy":
+        try:
+            pts = np.load(points_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputFileError(points_path, f"unreadable .npy ({exc})") from None
+        if pts.ndim != 2 or pts.shape[1] < 3:
+            raise InputFileError(points_path, f"LiDAR .npy must be N x >=3, got {pts.shape}")
+        pts = pts[:, :3]
+    else:
+        raise InputFileError(points_path, "LiDAR points must be .bin or .npy")
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    depth, mask = splat_points_to_depth(transform_points(pts, T), K)
+    if not mask.any():
+        raise InputFileError(points_path, "no LiDAR point projects into the image (check T_cam_lidar)")
+    return depth, mask
+
+
+def find_prompt_file(prompt: Path, item: InputImage) -> Path | None:
+    """``prompt`` itself if a file, else ``prompt/<stem>.{npy,csv,png,bin}`` for a folder of prompts."""
+    if prompt.is_file():
+        return prompt
+    if prompt.is_dir():
+        stem = item.path.stem if item.frame is None else item.name
+        for ext in (".npy", ".csv", ".png", ".bin"):
+            cand = prompt / f"{stem}{ext}"
+            if cand.is_file():
+                return cand
+        return None
+    raise InputFileError(prompt, "prompt file or folder not found")
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def png_scale_for(depth: np.ndarray, valid: np.ndarray) -> float:
+    """Metres per unit for the 16-bit PNG: 1 mm unless the depth exceeds 65.535 m (then 2, 5, 10, ... mm)."""
+    dmax = float(depth[valid].max()) if valid.any() else 0.0
+    for scale in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
+        if dmax / scale <= 65535:
+            return scale
+    raise InvalidInputError(f"depth up to {dmax:.1f} m does not fit a 16-bit PNG")
+
+
+def save_depth_visualisation(path: Path, depth: np.ndarray, valid: np.ndarray) -> None:
+    """Colourised depth (turbo, near = warm) with a colour bar in metres; invalid pixels black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from metricanything.atomic import atomic_path
+
+    h, w = depth.shape
+    d = depth[valid]
+    lo, hi = (np.percentile(d, [1, 99]) if d.size else (1.0, 2.0))
+    hi = max(hi, lo * 1.01)
+    shown = np.ma.masked_where(~valid, depth)
+    cmap = plt.get_cmap("turbo_r").with_extremes(bad="black")
+    width_in = 6.0
+    fig = plt.figure(figsize=(width_in * 1.18, width_in * h / w + 0.2), dpi=max(100, int(w / width_in)))
+    ax = fig.add_axes((0.0, 0.0, 0.84, 1.0))
+    im = ax.imshow(shown, cmap=cmap, norm=LogNorm(vmin=lo, vmax=hi), interpolation="nearest")
+    ax.set_axis_off()
+    cax = fig.add_axes((0.87, 0.05, 0.03, 0.9))
+    bar = fig.colorbar(im, cax=cax)
+    bar.set_label("depth (m)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_outputs(
+    out_dir: Path,
+    image: np.ndarray,
+    result,
+    record: dict,
+    no_vis: bool = False,
+    ply: bool = False,
+    glb: bool = False,
+) -> list[Path]:
+    """Write every per-image product of one :class:`~metricanything.api.DepthResult` into ``out_dir``."""
+    from metricanything.depth_io import write_intrinsics_json
+    from metricanything.pointcloud import depth_to_point_cloud, write_glb, write_ply
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    depth = np.asarray(result.depth, dtype=np.float32)
+    valid = np.asarray(result.valid, dtype=bool)
+    written = []
+    write_depth(out_dir / "depth.npy", depth, valid)
+    scale = png_scale_for(depth, valid)
+    write_depth(out_dir / "depth.png", depth, valid, scale=scale)
+    written += [out_dir / "depth.npy", out_dir / "depth.png"]
+    if not no_vis:
+        save_depth_visualisation(out_dir / "depth_vis.png", depth, valid)
+        written.append(out_dir / "depth_vis.png")
+    if ply or glb:
+        pts, cols = depth_to_point_cloud(depth, valid, result.intrinsics, image, drop_edges=True)
+        if ply:
+            write_ply(out_dir / "cloud.ply", pts, cols)
+            written.append(out_dir / "cloud.ply")
+        if glb:
+            write_glb(out_dir / "cloud.glb", pts, cols)
+            written.append(out_dir / "cloud.glb")
+    K = result.intrinsics
+    extra = {
+        "source": result.intrinsics_source.value,
+        "fov_x_deg": K.fov_x,
+        "fov_y_deg": K.fov_y,
+        "depth_png_scale_m": scale,
+        "depth_units": "metres (z-depth, OpenCV camera frame)",
+        **record,
+    }
+    write_intrinsics_json(out_dir / "intrinsics.json", K, extra)
+    written.append(out_dir / "intrinsics.json")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- driver
+@dataclass
+class InferOptions:
+    """Everything ``metricanything infer`` needs beyond the input and output paths."""
+
+    model: str | None = None
+    prompt: Path | None = None
+    lidar_calib: Path | None = None
+    intrinsics: IntrinsicsOptions = field(default_factory=IntrinsicsOptions)
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 1
+    ply: bool = False
+    glb: bool = False
+    no_vis: bool = False
+    video_stride: int = 1
+    progress: bool = True
+
+
+@dataclass
+class InferReport:
+    """What happened: processed names, failures (name, message) and the model path used."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    model: str = ""
+
+
+def _prompt_for(item: InputImage, options: InferOptions, K: Intrinsics | None):
+    from metricanything.prompts.prompt import Prompt, read_prompt_file
+
+    if options.prompt is None:
+        return None, {}
+    path = find_prompt_file(Path(options.prompt), item)
+    if path is None:
+        return None, {"prompt": None}
+    h, w = item.image.shape[:2]
+    if options.lidar_calib is not None:
+        if K is None:
+            raise InvalidInputError("a LiDAR prompt needs intrinsics (flags, sidecar or EXIF) to project the points")
+        depth, mask = read_lidar_prompt(path, options.lidar_calib, K)
+        prompt = Prompt.from_map(depth, mask)
+    else:
+        prompt = read_prompt_file(path, w, h)
+    return prompt, {"prompt": str(path), "prompt_points": int(prompt.num_points)}
+
+
+def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOptions) -> InferReport:
+    """Process every image of ``input_spec``; bad files are reported and skipped, never abort the run."""
+    from tqdm import tqdm
+
+    from metricanything.api import infer, load_model
+    from metricanything.models.bundled import resolve_model
+
+    out_root = Path(out_root)
+    items = list(iter_input_images(input_spec, options.video_stride))
+    report = InferReport()
+    kind = "teacher" if options.prompt is not None else "student"
+    model_path = resolve_model(options.model, kind)
+    model = load_model(model_path, device=options.device, precision=options.precision)
+    report.model = model_path
+    bar = tqdm(items, desc="infer", unit="img", disable=not options.progress)
+    for entry in bar:
+        if isinstance(entry, tuple):
+            item, exc = entry
+            report.failed.append((item.name, str(exc)))
+            tqdm.write(f"skipped {item.path}: {exc}")
+            continue
+        item = entry
+        try:
+            K, source, origin = resolve_intrinsics(item, options.intrinsics)
+            prompt, prompt_record = _prompt_for(item, options, K)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = infer(model, item.image, intrinsics=K, prompt=prompt, precision=options.precision)
+            for w in caught:
+                tqdm.write(f"warning ({item.name}): {w.message}")
+            if source is not None:
+                result.intrinsics_source = source
+            else:
+                origin = "model FoV head" if result.intrinsics_source == IntrinsicsSource.ESTIMATED else "fallback"
+            record = {
+                "intrinsics_origin": origin,
+                "model": model_path,
+                "input": str(item.path) + ("" if item.frame is None else f"#frame={item.frame}"),
+                **prompt_record,
+            }
+            write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply, options.glb)
+            f = result.intrinsics.fx
+            tqdm.write(
+                f"{item.name}: focal {f:.1f} px (hFoV {2 * math.degrees(math.atan(result.intrinsics.width / (2 * f))):.1f} deg) "
+                f"from {result.intrinsics_source.value}; depth "
+                f"{np.nanmin(np.where(result.valid, result.depth, np.nan)):.2f}-"
+                f"{np.nanmax(np.where(result.valid, result.depth, np.nan)):.2f} m"
+            )
+            report.done.append(item.name)
+        except MetricAnythingError as exc:
+            report.failed.append((item.name, str(exc)))
+            tqdm.write(f"failed {item.path}: {exc}")
+    return report

@@ -1,0 +1,118 @@
+"""Training checkpoints: atomic writes, keep-last-K, and exact resume.
+
+A checkpoint is one file ``<run>/checkpoints/step_<NNNNNNNN>.pt`` (``torch.save`` of a dict) written to a
+temporary sibling and renamed, so a run killed at any instant (SIGKILL included) leaves either the old set
+of checkpoints or the old set plus one complete new file, never a truncated one. It holds everything the
+loop needs to continue as if it had never stopped:
+
+* ``step`` (optimiser steps done; the data stream is a pure function of (seed, step), so this is also the
+  data position), ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``ema`` (or None);
+* ``rng``: one entry per rank with the python / numpy / torch (CPU and CUDA) generator states;
+* ``config`` (the resolved config dict, informational), ``world_size``, ``format_version``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metricanything.atomic import atomic_path
+from metricanything.errors import CheckpointError
+
+FORMAT_VERSION = 1
+_NAME_RE = re.compile(r"^step_(\d{8,})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{int(step):08d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints of a run, oldest first (temporary files are ignored)."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _NAME_RE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any], keep_last: int = 3) -> Path:
+    """Write ``state`` (plus ``step``/``format_version``) atomically, then delete all but the last ``keep_last``."""
+    path = checkpoint_path(run_dir, step)
+    payload = dict(state)
+    payload["step"] = int(step)
+    payload["format_version"] = FORMAT_VERSION
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+        with open(tmp, "rb") as f:  # make the bytes durable before the rename publishes them
+            os.fsync(f.fileno())
+    prune_checkpoints(run_dir, keep_last)
+    return path
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints (and stale temporaries); returns deleted paths."""
+    ckpts = list_checkpoints(run_dir)
+    removed = []
+    for _, p in ckpts[: max(0, len(ckpts) - max(1, keep_last))]:
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    d = checkpoint_dir(run_dir)
+    if d.is_dir():
+        for p in d.glob(".step_*.tmp.pt"):
+            # temporaries of a killed writer; a live writer's own temporary is newer than its last complete file
+            if ckpts and p.stat().st_mtime < ckpts[-1][1].stat().st_mtime:
+                p.unlink(missing_ok=True)
+    return removed
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dict onto the CPU; :class:`CheckpointError` if unreadable or of another format."""
+    p = Path(path)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise CheckpointError(f"{p}: cannot read training checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{p}: not a metricanything training checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def capture_rng_state() -> dict[str, Any]:
+    """python / numpy / torch (CPU and every CUDA device) generator states of this process."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

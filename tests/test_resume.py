@@ -1,0 +1,107 @@
+"""SIGKILL a training run after a checkpoint, resume it, and get the uninterrupted run's weights bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metricanything.train.checkpointing import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from metricanything.train.loop import lr_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "teacher_test.yaml"
+STEPS = 24
+
+
+def _cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "metricanything.cli", "pretrain", "--config", str(CONFIG), "--out", str(out),
+        "--set", f"train.steps={STEPS}", "--set", "train.ckpt_every=4", "--set", "train.keep_last=2",
+        "--set", "train.progress=false", "--set", "data.val_samples=2", *extra,
+    ]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    subprocess.run(_cmd(full), check=True, env=_env(), cwd=ROOT, capture_output=True, timeout=300)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(killed), env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "checkpoint saved: step 8" in line:
+            break
+        assert time.monotonic() < deadline, "no checkpoint within the time limit:\n" + "".join(seen)
+    assert proc.poll() is None, "the run finished before it could be killed:\n" + "".join(seen)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "model").exists(), "a killed run must not have exported a final model"
+    steps_saved = [s for s, _ in list_checkpoints(killed)]
+    assert steps_saved and max(steps_saved) < STEPS
+
+    subprocess.run(_cmd(killed, "--resume"), check=True, env=_env(), cwd=ROOT, capture_output=True, timeout=300)
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["resumed_from"] in steps_saved and summary["step"] == STEPS
+
+    a, b = _final_weights(full), _final_weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    # the optimiser state matches too
+    sa, sb = load_checkpoint(latest_checkpoint(full)), load_checkpoint(latest_checkpoint(killed))
+    assert sa["step"] == sb["step"] == STEPS
+    for pid, st in sa["optimizer"]["state"].items():
+        assert torch.equal(st["exp_avg_sq"], sb["optimizer"]["state"][pid]["exp_avg_sq"])
+    assert len(list_checkpoints(killed)) == 2  # keep_last
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path: Path) -> None:
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, {"model": {"w": torch.full((2,), float(step))}}, keep_last=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
+    assert not list((tmp_path / "checkpoints").glob(".*tmp*")), "temporary files left behind"
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["step"] == 4 and torch.equal(state["model"]["w"], torch.full((2,), 4.0))
+    # a stray half-written temporary (a killed writer) is never listed as a checkpoint
+    (tmp_path / "checkpoints" / ".step_00000009.pt.abc.tmp.pt").write_bytes(b"garbage")
+    assert latest_checkpoint(tmp_path).name == "step_00000004.pt"
+
+
+def test_lr_schedule_warmup_then_cosine() -> None:
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(0, 10, 0, 0.0) == pytest.approx(1.0)

@@ -1,0 +1,192 @@
+"""Tests for the prompt-conditioned teacher (ViT + DPT + prompt branch)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metricanything.errors import ConfigError, InvalidInputError
+from metricanything.models.teacher import Teacher, network_size, teacher_config
+from metricanything.prompts.encoding import encode_prompt
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Teacher:
+    torch.manual_seed(0)
+    return Teacher(teacher_config("test")).eval()
+
+
+def _randomise_prompt_branch(model: Teacher, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for enc in model.decoder.prompt_encoders.values():
+            enc.proj.weight.copy_(torch.randn(enc.proj.weight.shape, generator=g) * 0.2)
+            enc.proj.bias.copy_(torch.randn(enc.proj.bias.shape, generator=g) * 0.1)
+
+
+def _prompt(b: int, h: int, w: int, seed: int = 0, density: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    depth = 0.5 + 10 * torch.rand(b, 1, h, w, generator=g)
+    mask = torch.rand(b, 1, h, w, generator=g) < density
+    mask[:, :, 0, 0] = True  # at least one point per sample
+    return depth, mask
+
+
+@settings(max_examples=8, deadline=None)
+@given(h=st.integers(9, 90), w=st.integers(9, 90), with_prompt=st.booleans())
+def test_output_matches_input_size_finite_positive(teacher: Teacher, h: int, w: int, with_prompt: bool) -> None:
+    x = torch.randn(1, 3, h, w)
+    pd, pm = _prompt(1, h, w) if with_prompt else (None, None)
+    with torch.no_grad():
+        d = teacher(x, pd, pm, f_px=torch.tensor([0.8 * w]))
+    assert d.shape == (1, 1, h, w)
+    assert torch.isfinite(d).all() and (d > 0).all()
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 31), (1, 200), (56, 56)])
+def test_odd_sizes_and_aspects(teacher: Teacher, size: tuple[int, int]) -> None:
+    h, w = size
+    with torch.no_grad():
+        d = teacher(torch.randn(2, 3, h, w), f_px=w * 1.2)
+    assert d.shape == (2, 1, h, w) and torch.isfinite(d).all() and (d > 0).all()
+
+
+def test_network_size_keeps_aspect_and_pads_to_patch() -> None:
+    assert network_size(37, 53, 56, 14) == (39, 56, 42, 56)
+    assert network_size(64, 31, 56, 14) == (56, 27, 56, 28)
+    assert network_size(30, 20, None, 14) == (30, 20, 42, 28)
+
+
+def test_zero_init_prompt_branch_makes_output_prompt_independent(teacher: Teacher) -> None:
+    x = torch.randn(2, 3, 37, 53)
+    pd1, pm1 = _prompt(2, 37, 53, seed=1)
+    pd2, pm2 = _prompt(2, 37, 53, seed=2, density=0.3)
+    with torch.no_grad():
+        a = teacher.forward_with_aux(x, pd1, pm1)
+        b = teacher.forward_with_aux(x, pd2, pm2)
+        c = teacher.forward_with_aux(x, f_px=40.0)
+    assert torch.equal(a["residual"], b["residual"]) and torch.equal(a["residual"], c["residual"])
+    # the prompt only sets the reference scale: ln(median prompt depth)
+    med = torch.stack([pd1[i][pm1[i]].median() for i in range(2)])
+    assert torch.allclose(a["log_ref"], torch.log(med), atol=1e-6)
+    assert torch.allclose(a["depth"], med.view(2, 1, 1, 1) * torch.exp(a["residual"]), rtol=1e-5)
+
+
+def test_gradient_flows_to_prompt_branch_and_training_makes_prompt_matter() -> None:
+    torch.manual_seed(3)
+    model = Teacher(teacher_config("test")).train()
+    x = torch.randn(2, 3, 32, 48)
+    pd, pm = _prompt(2, 32, 48, seed=4, density=0.2)
+    out = model(x, pd, pm)
+    torch.log(out).square().mean().backward()
+    for name, enc in model.decoder.prompt_encoders.items():
+        assert enc.proj.weight.grad is not None and enc.proj.weight.grad.abs().sum() > 0, name
+    opt = torch.optim.SGD(model.prompt_parameters(), lr=0.5)
+    opt.step()
+    model.eval()
+    pd2, pm2 = _prompt(2, 32, 48, seed=5, density=0.2)
+    with torch.no_grad():
+        r1 = model.forward_with_aux(x, pd, pm)["residual"]
+        r2 = model.forward_with_aux(x, pd2, pm2)["residual"]
+    assert not torch.allclose(r1, r2)
+
+
+def test_values_under_zero_mask_change_nothing(teacher: Teacher) -> None:
+    model = Teacher(teacher_config("test")).eval()
+    model.load_state_dict(teacher.state_dict())
+    _randomise_prompt_branch(model)
+    x = torch.randn(2, 3, 40, 30)
+    pd, pm = _prompt(2, 40, 30, seed=6)
+    pd_garbage = torch.where(pm, pd, torch.full_like(pd, float("nan")))
+    pd_other = torch.where(pm, pd, torch.full_like(pd, 1e6))
+    with torch.no_grad():
+        a = model(x, pd, pm)
+        b = model(x, pd_garbage, pm)
+        c = model(x, pd_other, pm)
+        # and the prompt does matter once the branch is non-zero
+        d = model(x, pd * torch.rand_like(pd), pm)
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.allclose(a, d)
+
+
+def test_zero_prompt_points_uses_focal(teacher: Teacher) -> None:
+    x = torch.randn(2, 3, 33, 47)
+    empty = torch.zeros(2, 1, 33, 47, dtype=torch.bool)
+    depth = torch.zeros(2, 1, 33, 47)
+    f = torch.tensor([30.0, 60.0])
+    with torch.no_grad():
+        out = teacher.forward_with_aux(x, depth, empty, f_px=f)
+        none = teacher.forward_with_aux(x, f_px=f)
+    assert torch.equal(out["depth"], none["depth"])
+    assert torch.allclose(out["log_ref"], torch.log(f / 47.0))
+    # focal scales depth linearly: depth = f / (W C)
+    with torch.no_grad():
+        doubled = teacher(x, f_px=2 * f)
+    assert torch.allclose(doubled, 2 * out["depth"], rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="f_px"):
+        teacher(x, depth, empty)
+    with pytest.raises(InvalidInputError, match="f_px"):
+        teacher(x, f_px=torch.tensor([30.0, -1.0]))
+
+
+def test_mixed_batch_prompt_and_no_prompt(teacher: Teacher) -> None:
+    x = torch.randn(2, 3, 30, 30)
+    pd, pm = _prompt(2, 30, 30, seed=7)
+    pm[1] = False
+    with torch.no_grad():
+        out = teacher.forward_with_aux(x, pd, pm, f_px=25.0)
+    assert out["has_prompt"].tolist() == [True, False]
+    assert math.isclose(float(out["log_ref"][0]), float(torch.log(pd[0][pm[0]].median())), rel_tol=1e-6)
+    assert math.isclose(float(out["log_ref"][1]), math.log(25.0 / 30.0), rel_tol=1e-6)
+
+
+def test_prompt_scale_equivariance() -> None:
+    torch.manual_seed(8)
+    model = Teacher(teacher_config("test")).eval()
+    _randomise_prompt_branch(model, seed=8)
+    x = torch.randn(1, 3, 36, 44)
+    pd, pm = _prompt(1, 36, 44, seed=9)
+    with torch.no_grad():
+        a = model(x, pd, pm)
+        b = model(x, 3.0 * pd, pm)
+    assert torch.allclose(b, 3.0 * a, rtol=1e-4)
+
+
+def test_encoded_prompt_input_equals_raw(teacher: Teacher) -> None:
+    x = torch.randn(1, 3, 28, 28)
+    pd, pm = _prompt(1, 28, 28, seed=10)
+    with torch.no_grad():
+        a = teacher(x, pd, pm)
+        b = teacher.forward_with_aux(x, encoded=encode_prompt(pd, pm))["depth"]
+    assert torch.equal(a, b)
+
+
+def test_input_errors(teacher: Teacher) -> None:
+    with pytest.raises(InvalidInputError):
+        teacher(torch.randn(1, 1, 28, 28), f_px=10.0)
+    pd, pm = _prompt(1, 28, 28)
+    with pytest.raises(InvalidInputError):
+        teacher(torch.randn(1, 3, 28, 28), pd, None)
+    with pytest.raises(InvalidInputError):
+        teacher(torch.randn(1, 3, 28, 30), pd, pm)
+    with pytest.raises(InvalidInputError, match="f_px"):
+        teacher(torch.randn(2, 3, 28, 28), f_px=torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        teacher_config("nope")
+    with pytest.raises(ConfigError):
+        teacher_config("test", hook_indices=(0, 1, 2))
+    with pytest.raises(ConfigError):
+        Teacher(teacher_config("test", hook_indices=(0, 1, 2, 9)))
+    cfg = teacher_config("test", prompt_hidden=0)
+    model = Teacher(cfg)
+    assert not model.decoder.has_prompt_branch and model.prompt_parameters() == []
+    assert teacher_config("small").hook_indices == (2, 5, 8, 11)
