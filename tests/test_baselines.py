@@ -177,3 +177,23 @@ def test_external_model_from_api_adapter():
     out = pred.predict(s, None, s.intrinsics)
     assert np.all(out == 5.0) and calls == [("MODEL", s.intrinsics, None)]
     assert pred.accepts_prompt and not pred.needs_prompt
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(3, 200), st.integers(0, 2**31 - 1))
+def test_linear_fill_equals_scipy_griddata(n, seed):
+    from scipy.interpolate import griddata
+
+    rng = np.random.default_rng(seed)
+    h, w = 30, 41
+    m = np.zeros((h, w), bool)
+    m[rng.integers(0, h, n), rng.integers(0, w, n)] = True
+    d = np.where(m, rng.uniform(0.5, 50, (h, w)), 0).astype(np.float32)
+    rows, cols = np.nonzero(m)
+    gv, gu = np.mgrid[0:h, 0:w]
+    try:
+        ref = griddata(np.stack([cols, rows], 1).astype(float), d[rows, cols].astype(float), (gu, gv), method="linear")
+    except Exception:  # degenerate (collinear) prompt: both fall back to nearest
+        ref = np.full((h, w), np.nan)
+    ref = np.where(np.isfinite(ref), ref, nearest_fill(d, m))
+    np.testing.assert_allclose(linear_fill(d, m), ref, rtol=1e-5)

@@ -115,13 +115,15 @@ def test_official_state_dict_loads(tmp_path: Path, student: Student) -> None:
     state = student.state_dict()
     torch.save(state, tmp_path / "student_depthmap.pt")
     torch.save({"state_dict": state}, tmp_path / "wrapped.pt")
+    for src in (tmp_path / "student_depthmap.pt", tmp_path / "wrapped.pt", tmp_path):
+        loaded = from_pretrained(src, official_preset="fixture_tiny")
+        assert isinstance(loaded, Student) and not loaded.training
+        got = loaded.state_dict()
+        assert got.keys() == state.keys()
+        assert all(torch.equal(got[k], v) for k, v in state.items())
     x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        ref = student(x)
-        for src in (tmp_path / "student_depthmap.pt", tmp_path / "wrapped.pt", tmp_path):
-            loaded = from_pretrained(src, official_preset="fixture_tiny")
-            assert isinstance(loaded, Student)
-            assert torch.equal(loaded(x), ref)
+        assert torch.equal(loaded(x), student(x))
     # with the default (full-size official) preset the tiny weights do not fit: a clear error, no random weights
     with pytest.raises(CheckpointError, match="preset 'official'.*(missing keys|shape mismatches)"):
         from_pretrained(tmp_path / "student_depthmap.pt")

@@ -284,3 +284,22 @@ def test_missing_root_names_the_folder_and_layout(tmp_path, monkeypatch):
     assert str(missing) in str(info.value) and "Expected layout" in str(info.value)
     monkeypatch.setenv("METRICANYTHING_NYU_ROOT", str(tmp_path))
     assert resolve_root(nyu) == tmp_path
+
+
+def test_train_median_is_computed_from_the_training_split(tmp_path):
+    from metricanything.data.folder import write_sample
+    from metricanything.eval.benchmarks import TRAIN_MEDIAN_STRIDE, training_median
+
+    root = tmp_path / "data"
+    values = []
+    for i, z in enumerate((1.0, 3.0, 8.0)):
+        depth = np.full((4, 8), z, np.float32) + np.arange(32, dtype=np.float32).reshape(4, 8) * 0.01
+        s = make_sample(depth, name=f"tr{i}")
+        write_sample(root / "train", s)
+        values.append(depth.ravel()[::TRAIN_MEDIAN_STRIDE])
+    write_sample(root / "test", make_sample(np.full((4, 8), 100.0, np.float32), name="te0"))  # never used
+    b = spec(dataset="folder", split="test", train_split="train")
+    assert training_median(b, root) == pytest.approx(float(np.median(np.concatenate(values))), rel=1e-6)
+    assert training_median(spec(train_median=4.5)) == 4.5
+    with pytest.raises(DatasetError, match="baseline:train_median=VALUE"):
+        training_median(spec(dataset="folder"))

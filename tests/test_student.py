@@ -83,7 +83,7 @@ def test_infer_conventions(tiny: Student) -> None:
     dflt = tiny.infer(x[:1])
     unclamped = (res["depth"][0] < 999) & (dflt["depth"] < 999)
     assert unclamped.float().mean() > 0.01 and (dflt["depth"] > 999).any()  # both branches exercised
-    assert torch.allclose(dflt["depth"][unclamped], 4.0 * res["depth"][0][unclamped], rtol=1e-5)
+    assert torch.allclose(dflt["depth"][unclamped], 4.0 * res["depth"][0][unclamped], rtol=1e-4)
     assert float(dflt["f_px"]) == 1000.0
     # per-image focal lengths as a tensor
     per = tiny.infer(x, f_px=torch.tensor([250.0, 500.0]))
@@ -93,7 +93,7 @@ def test_infer_conventions(tiny: Student) -> None:
     # a single (3,H,W) image gives an (H,W) map (official squeeze)
     single = tiny.infer(x[0], f_px=250.0)
     assert single["depth"].shape == (60, 100)
-    assert torch.allclose(single["depth"], res["depth"][0], atol=1e-5)
+    assert torch.allclose(single["depth"], res["depth"][0], rtol=1e-4)  # batch size changes last bits
 
 
 def test_infer_at_network_size_does_not_resize(tiny: Student) -> None:
@@ -116,8 +116,14 @@ def test_fov_head_off_by_default_and_optional() -> None:
     # fresh head predicts tan(fov/2) = 0.5 -> fov_x = 53.13 deg -> f_px = W
     assert float(res["fov_x_deg"]) == pytest.approx(math.degrees(2 * math.atan(0.5)), abs=1e-4)
     assert float(res["f_px"]) == pytest.approx(96.0, rel=1e-5)
-    # an explicit focal length takes precedence
+    # an explicit focal length takes precedence; NaN entries of a per-image tensor are estimated
     assert float(m.infer(x, f_px=300.0)["f_px"]) == 300.0
+    x2 = torch.cat([x, x.flip(-1)])
+    mixed = m.infer(x2, f_px=torch.tensor([float("nan"), 300.0]))
+    assert mixed["f_px"].tolist() == pytest.approx([96.0, 300.0], rel=1e-5)
+    assert torch.allclose(mixed["depth"][0], res["depth"], rtol=1e-4)
+    with pytest.raises(InvalidInputError, match="NaN"):
+        Student(_micro_cfg()).infer(x, f_px=torch.tensor([float("nan")]))
     # the FoV head is trainable from the depth-network features
     m.train()
     c, fov = m.forward_with_fov(torch.randn(1, 3, 512, 512))

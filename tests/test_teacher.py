@@ -190,3 +190,17 @@ def test_config_validation() -> None:
     model = Teacher(cfg)
     assert not model.decoder.has_prompt_branch and model.prompt_parameters() == []
     assert teacher_config("small").hook_indices == (2, 5, 8, 11)
+
+
+def test_load_backbone_initialises_encoder_only(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(11)
+    src = Teacher(teacher_config("test"))
+    save_file({k: v.contiguous() for k, v in src.encoder.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    torch.manual_seed(12)
+    dst = Teacher(teacher_config("test"))
+    decoder_before = {k: v.clone() for k, v in dst.decoder.state_dict().items()}
+    dst.load_backbone(str(tmp_path / "vit.safetensors"))
+    assert all(torch.equal(v, src.encoder.state_dict()[k]) for k, v in dst.encoder.state_dict().items())
+    assert all(torch.equal(v, decoder_before[k]) for k, v in dst.decoder.state_dict().items())

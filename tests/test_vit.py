@@ -413,3 +413,18 @@ def test_dinov3_layout_load_and_missing_buffers() -> None:
         load_backbone_weights(dst2, sd)
     d = dst2.embed_dim
     assert torch.equal(dst2.blocks[0].attn.qkv.bias_mask, torch.cat([torch.ones(d), torch.zeros(d), torch.ones(d)]))
+
+
+def test_rope_periods_survive_low_precision_casts() -> None:
+    m = _model("dinov3_test")
+    with torch.no_grad():
+        m.rope_embed.periods.mul_(1.0001)  # bits not representable in bf16
+    ref = m.rope_embed.periods.clone()
+    m = m.to(torch.bfloat16)
+    assert m.rope_embed.periods.dtype == torch.float32 and torch.equal(m.rope_embed.periods, ref)
+    assert m.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    x = torch.randn(1, 3, 32, 48, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = m(x)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert m.state_dict()["rope_embed.periods"].dtype == torch.float32

@@ -47,7 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@dataclass
+@dataclass(eq=False)
 class DepthResult:
     """Metric depth for one image.
 
@@ -165,6 +165,8 @@ def _split_batch(image: Any) -> tuple[list[Any], bool]:
 def _per_image(value: Any, n: int, name: str, batched: bool) -> list[Any]:
     if value is None:
         return [None] * n
+    if batched and isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1:
+        value = [float(v) for v in value]
     if batched and isinstance(value, (list, tuple)) and not _is_prompt_tuple(value):
         if len(value) != n:
             raise InvalidInputError(f"{name}: got {len(value)} entries for {n} images")

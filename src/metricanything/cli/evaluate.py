@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     loader = _model_loader(args.device, args.precision)
     predictors = {}
     for n in names:
-        p = build_predictor(n, spec, loader)
+        p = build_predictor(n, spec, loader, root=args.root)
         key = p.name if p.name not in predictors else n
         predictors[key] = p
     out = Path(args.out) if args.out else Path("eval_results") / spec.name

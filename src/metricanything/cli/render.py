@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from metricanything.data.mixture import MixedRenderDataset
 from metricanything.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from metricanything.data.mixture import MixedRenderDataset
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from metricanything.data.folder import write_index
+    from metricanything.data.mixture import MixedRenderDataset
 
     if args.num < 1:
         raise InvalidInputError(f"--num must be >= 1, got {args.num}")
@@ -70,22 +74,21 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        bar = tqdm(total=len(jobs), desc="render", unit="sample", disable=args.no_progress)
-        if args.workers == 1:
-            results = map(_render_one, jobs)
-            for sid, sensor in results:
-                ids.append(sid)
-                counts[sensor] += 1
-                bar.update(1)
-        else:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(args.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                for sid, sensor in pool.imap(_render_one, jobs, chunksize=4):
+        with tqdm(total=len(jobs), desc="render", unit="sample", disable=args.no_progress) as bar:
+            if args.workers == 1:
+                for sid, sensor in map(_render_one, jobs):
                     ids.append(sid)
                     counts[sensor] += 1
                     bar.update(1)
-        bar.close()
+            else:
+                import multiprocessing as mp
+
+                ctx = mp.get_context("spawn")
+                with ctx.Pool(args.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                    for sid, sensor in pool.imap(_render_one, jobs, chunksize=4):  # ordered
+                        ids.append(sid)
+                        counts[sensor] += 1
+                        bar.update(1)
     finally:
         torch.set_num_threads(threads)
     write_index(out, ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,15 +37,16 @@ def resize_image(image: np.ndarray, width: int, height: int, mode: str = "biline
     h0, w0 = image.shape[:2]
     if (w0, h0) == (width, height):
         return image.copy()
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    # uint8 channels-last input takes torch's fast integer resampling path (bilinear / bicubic)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     if mode == "nearest":
         y = F.interpolate(x, size=(height, width), mode="nearest-exact")
     elif mode == "area":
-        y = F.interpolate(x, size=(height, width), mode="area")
+        y = F.interpolate(x.float(), size=(height, width), mode="area").round().clamp(0, 255).to(torch.uint8)
     else:
         shrink = width < w0 or height < h0
         y = F.interpolate(x, size=(height, width), mode=mode, align_corners=False, antialias=shrink)
-    return y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return np.ascontiguousarray(y[0].permute(1, 2, 0).numpy())
 
 
 def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
@@ -72,9 +74,10 @@ def resize_depth(
         mode = "splat" if shrinking and valid.mean() < 0.5 else "nearest"
     if mode == "nearest":
         rows, cols = _nearest_index(height, h0), _nearest_index(width, w0)
-        d = depth[rows[:, None], cols[None, :]]
-        v = valid[rows[:, None], cols[None, :]]
-        return np.where(v, d, 0.0).astype(np.float32), v.copy()
+        v = valid.take(rows, axis=0).take(cols, axis=1)
+        d = depth.take(rows, axis=0).take(cols, axis=1)
+        d[~v] = 0.0
+        return d.astype(np.float32, copy=False), v
     vv, uu = np.nonzero(valid)
     z = depth[vv, uu]
     ut = np.minimum(((uu + 0.5) * (width / w0)).astype(np.int64), width - 1)
@@ -101,32 +104,43 @@ def resize_sample(
     return sample.replace(image=image, depth=depth, valid=valid, intrinsics=sample.intrinsics.resized(width, height))
 
 
+def _crop_arrays(image: np.ndarray, depth: np.ndarray, valid: np.ndarray, left: int, top: int, width: int,
+                 height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    H, W = depth.shape
+    sx0, sy0 = max(left, 0), max(top, 0)
+    sx1, sy1 = min(left + width, W), min(top + height, H)
+    if (sx0, sy0, sx1, sy1) == (left, top, left + width, top + height):  # fully inside: plain copies
+        return (image[top:sy1, left:sx1].copy(), depth[top:sy1, left:sx1].copy(), valid[top:sy1, left:sx1].copy())
+    out_image = np.zeros((height, width, 3), dtype=np.uint8)
+    out_depth = np.zeros((height, width), dtype=np.float32)
+    out_valid = np.zeros((height, width), dtype=bool)
+    if sx1 > sx0 and sy1 > sy0:
+        dx0, dy0 = sx0 - left, sy0 - top
+        dst = (slice(dy0, dy0 + sy1 - sy0), slice(dx0, dx0 + sx1 - sx0))
+        out_image[dst] = image[sy0:sy1, sx0:sx1]
+        out_depth[dst] = depth[sy0:sy1, sx0:sx1]
+        out_valid[dst] = valid[sy0:sy1, sx0:sx1]
+    return out_image, out_depth, out_valid
+
+
 def crop_sample(sample: RGBDSample, left: int, top: int, width: int, height: int) -> RGBDSample:
     """Crop the window [left, left + width) x [top, top + height); parts outside the image are padding
     (black image, invalid depth). Intrinsics follow via :meth:`Intrinsics.cropped`."""
     width, height = _check_size(width, height)
     left, top = int(left), int(top)
-    H, W = sample.height, sample.width
-    image = np.zeros((height, width, 3), dtype=np.uint8)
-    depth = np.zeros((height, width), dtype=np.float32)
-    valid = np.zeros((height, width), dtype=bool)
-    sx0, sy0 = max(left, 0), max(top, 0)
-    sx1, sy1 = min(left + width, W), min(top + height, H)
-    if sx1 > sx0 and sy1 > sy0:
-        dx0, dy0 = sx0 - left, sy0 - top
-        dst = (slice(dy0, dy0 + sy1 - sy0), slice(dx0, dx0 + sx1 - sx0))
-        image[dst] = sample.image[sy0:sy1, sx0:sx1]
-        depth[dst] = sample.depth[sy0:sy1, sx0:sx1]
-        valid[dst] = sample.valid[sy0:sy1, sx0:sx1]
-    depth = np.where(valid, depth, 0.0).astype(np.float32)
+    image, depth, valid = _crop_arrays(sample.image, sample.depth, sample.valid, left, top, width, height)
+    depth[~valid] = 0.0
     return sample.replace(image=image, depth=depth, valid=valid,
                           intrinsics=sample.intrinsics.cropped(left, top, width, height))
+
+
+_MIRROR = np.diag([-1.0, 1.0, 1.0, 1.0])
 
 
 def flip_sample(sample: RGBDSample) -> RGBDSample:
     """Mirror left-right. Intrinsics follow via :meth:`Intrinsics.flipped_horizontally`; a pose becomes
     ``pose @ diag(-1, 1, 1, 1)`` (the mirrored camera frame, a reflection), so world points stay exact."""
-    pose = None if sample.pose is None else np.asarray(sample.pose, dtype=np.float64) @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    pose = None if sample.pose is None else np.asarray(sample.pose, dtype=np.float64) @ _MIRROR
     meta = dict(sample.meta)
     meta["flipped"] = not bool(meta.get("flipped", False))
     return sample.replace(
@@ -148,24 +162,28 @@ def color_jitter(
     hue: float = 0.05,
 ) -> np.ndarray:
     """Random brightness / contrast / saturation scaling and a hue rotation (fraction of a full turn) of a
-    uint8 RGB image; the order of operations is fixed."""
-    x = image.astype(np.float32) / 255.0
+    uint8 RGB image, applied in this order. All four are affine in RGB, so they are composed into one 3x4
+    map and applied in a single pass (rounded, saturated to [0, 255])."""
     b = rng.uniform(1 - brightness, 1 + brightness)
     c = rng.uniform(1 - contrast, 1 + contrast)
     s = rng.uniform(1 - saturation, 1 + saturation)
     h = rng.uniform(-hue, hue) * 2 * math.pi
-    x = x * b
-    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    x = (x - gray.mean()) * c + gray.mean()
-    gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    x = gray[..., None] + (x - gray[..., None]) * s
-    if h:
-        # rotate chroma in YIQ space
-        to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
-        rot = np.array([[1, 0, 0], [0, math.cos(h), -math.sin(h)], [0, math.sin(h), math.cos(h)]], np.float32)
-        m = np.linalg.inv(to_yiq) @ rot @ to_yiq
-        x = x @ m.T.astype(np.float32)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    w = np.array([0.299, 0.587, 0.114])
+    mean_gray = float(image[::4, ::4].reshape(-1, 3).mean(axis=0) @ w) * b
+    eye = np.eye(3)
+    M = b * eye  # brightness
+    M = c * M  # contrast around the mean grey level ...
+    t = (1 - c) * mean_gray * np.ones(3)  # ... (its offset)
+    S = s * eye + (1 - s) * np.outer(np.ones(3), w)  # saturation: towards / away from grey
+    M, t = S @ M, S @ t
+    if h:  # hue: rotate chroma in YIQ space
+        to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+        rot = np.array([[1, 0, 0], [0, math.cos(h), -math.sin(h)], [0, math.sin(h), math.cos(h)]])
+        Hm = np.linalg.inv(to_yiq) @ rot @ to_yiq
+        M, t = Hm @ M, Hm @ t
+    affine = np.concatenate([M, t[:, None]], axis=1).astype(np.float32)
+    out = cv2.transform(np.ascontiguousarray(image), affine)
+    return out.reshape(image.shape)
 
 
 def random_augment(
@@ -187,12 +205,20 @@ def random_augment(
     cover = max(ow / sample.width, oh / sample.height)
     s = cover * rng.uniform(*scale_range)
     nw, nh = max(1, int(round(sample.width * s))), max(1, int(round(sample.height * s)))
-    out = resize_sample(sample, nw, nh)
+    # work on plain arrays and build (and validate) one record at the end
+    image = resize_image(sample.image, nw, nh)
+    depth, valid = resize_depth(sample.depth, sample.valid, nw, nh)
+    K = sample.intrinsics.resized(nw, nh)
     left = int(rng.integers(min(0, nw - ow), max(0, nw - ow) + 1))
     top = int(rng.integers(min(0, nh - oh), max(0, nh - oh) + 1))
-    out = crop_sample(out, left, top, ow, oh)
+    image, depth, valid = _crop_arrays(image, depth, valid, left, top, ow, oh)
+    K = K.cropped(left, top, ow, oh)
+    pose, meta = sample.pose, sample.meta
     if rng.uniform() < flip_prob:
-        out = flip_sample(out)
+        image, depth, valid = (np.ascontiguousarray(a[:, ::-1]) for a in (image, depth, valid))
+        K = K.flipped_horizontally()
+        pose = None if pose is None else np.asarray(pose, dtype=np.float64) @ _MIRROR
+        meta = {**meta, "flipped": not bool(meta.get("flipped", False))}
     if jitter:
-        out = out.replace(image=color_jitter(out.image, rng))
-    return out
+        image = color_jitter(image, rng)
+    return sample.replace(image=image, depth=depth, valid=valid, intrinsics=K, pose=pose, meta=meta)

@@ -27,13 +27,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # same as metricanything.depth_io, whichever imports cv2 first
 
-from metricanything.atomic import atomic_path
-from metricanything.camera import Intrinsics
-from metricanything.data.sample import RGBDSample
-from metricanything.errors import DatasetError, InputFileError, InvalidInputError, MetricAnythingError
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from metricanything.atomic import atomic_path  # noqa: E402
+from metricanything.camera import Intrinsics  # noqa: E402
+from metricanything.data.sample import RGBDSample  # noqa: E402
+from metricanything.errors import DatasetError, InputFileError, InvalidInputError, MetricAnythingError  # noqa: E402
 
 FORMAT_VERSION = 1
 IMAGE_NAMES = ("image.png", "image.jpg", "image.jpeg")

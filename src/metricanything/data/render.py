@@ -118,7 +118,7 @@ class Scene:
             raise InvalidInputError(f"origins {o.shape} and dirs {d.shape} do not match")
         centre = np.zeros(3)
         prims = _torch_primitives(self, centre, torch.float64)
-        t, _ = _intersect(torch.from_numpy(np.ascontiguousarray(o)), torch.from_numpy(np.ascontiguousarray(d)), prims)
+        t, _ = _intersect_chunked(torch.from_numpy(np.ascontiguousarray(o)), torch.from_numpy(np.ascontiguousarray(d)), prims)
         return t.numpy()
 
     def distance_to_surface(self, points_world: np.ndarray) -> np.ndarray:
@@ -418,6 +418,10 @@ def sample_pose(scene: Scene, rng: np.random.Generator | int | None = None) -> n
     rng = _as_rng(rng)
     eye = _sample_eye(scene, rng)
     yaw = rng.uniform(*scene.yaw_range)
+    if scene.family == "indoor" and scene.look_target is not None:
+        # face into the room (+-60 deg around the direction to its centre) so furniture is usually in view
+        to_target = np.asarray(scene.look_target) - eye
+        yaw = math.atan2(to_target[1], to_target[0]) + yaw / 3.0
     pitch = rng.uniform(*scene.pitch_range)
     roll = rng.uniform(-scene.roll_max, scene.roll_max)
     return _pose_from_angles(eye, yaw, pitch, roll)
@@ -447,30 +451,45 @@ def _frustum_keep(centres: np.ndarray, radii: np.ndarray, R: np.ndarray, eye: np
     return keep | ~np.isfinite(radii)
 
 
-def _shadow_keep(centres: np.ndarray, radii: np.ndarray, points: np.ndarray, scene: Scene) -> np.ndarray:
-    """Primitives that may block a segment from any of ``points`` (world, N x 3) to the light (conservative)."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    finite = np.isfinite(radii)
+def _shadow_keep(centres: np.ndarray, radii: np.ndarray, lo: np.ndarray, hi: np.ndarray, scene: Scene) -> np.ndarray:
+    """Primitives that may block a segment from any point in the world box [lo, hi] to the light (conservative).
+
+    Finite primitives: bounding sphere against the box swept towards the light. Planes: culled when the box
+    (and a point light) lie on their front side and a sun ray cannot cross to the back.
+    """
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    keep = np.ones(len(radii), dtype=bool)
+    n_pl = len(scene.planes)
+    if n_pl:
+        n, p0 = scene.planes[:, 3:6], scene.planes[:, :3]
+        off = np.einsum("ij,ij->i", n, p0)
+        front = (corners @ n.T - off).min(axis=0) >= -1e-3
+        if scene.light_kind == "point":
+            front &= (np.asarray(scene.light, dtype=np.float64) @ n.T - off) >= -1e-3
+        else:
+            front &= (n @ np.asarray(scene.light, dtype=np.float64)) >= 0.0
+        keep[:n_pl] = ~front
     if scene.light_kind == "point":
         light = np.asarray(scene.light, dtype=np.float64)
         lo, hi = np.minimum(lo, light), np.maximum(hi, light)
-        gap = np.maximum(lo - centres, 0.0) + np.maximum(centres - hi, 0.0)
-        return ~finite | (np.linalg.norm(gap, axis=1) <= radii)
+        gap = np.maximum(lo - centres[n_pl:], 0.0) + np.maximum(centres[n_pl:] - hi, 0.0)
+        keep[n_pl:] = np.linalg.norm(gap, axis=1) <= radii[n_pl:]
+        return keep
     L = np.asarray(scene.light, dtype=np.float64)
     L = L / np.linalg.norm(L)
     e1 = np.cross(L, [1.0, 0.0, 0.0] if abs(L[0]) < 0.9 else [0.0, 1.0, 0.0])
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(L, e1)
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    cb = corners @ np.stack([e1, e2, L], axis=1)
-    pb = centres @ np.stack([e1, e2, L], axis=1)
-    with np.errstate(invalid="ignore"):
-        keep = (
-            (pb[:, 0] + radii >= cb[:, 0].min()) & (pb[:, 0] - radii <= cb[:, 0].max())
-            & (pb[:, 1] + radii >= cb[:, 1].min()) & (pb[:, 1] - radii <= cb[:, 1].max())
-            & (pb[:, 2] + radii >= cb[:, 2].min())
-        )
-    return keep | ~finite
+    basis = np.stack([e1, e2, L], axis=1)
+    cb = corners @ basis
+    pb = centres[n_pl:] @ basis
+    r = radii[n_pl:]
+    keep[n_pl:] = (
+        (pb[:, 0] + r >= cb[:, 0].min()) & (pb[:, 0] - r <= cb[:, 0].max())
+        & (pb[:, 1] + r >= cb[:, 1].min()) & (pb[:, 1] - r <= cb[:, 1].max())
+        & (pb[:, 2] + r >= cb[:, 2].min())
+    )
+    return keep
 
 
 def _torch_primitives(
@@ -602,6 +621,21 @@ def _intersect(o: torch.Tensor, d: torch.Tensor, P: dict[str, torch.Tensor],
     return tbest, idx
 
 
+def _intersect_chunked(o: torch.Tensor, d: torch.Tensor, P: dict[str, torch.Tensor],
+                       tmax: torch.Tensor | None = None, chunk: int = 1 << 17) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_intersect` over chunks of rays (bounded memory for large images; identical results)."""
+    n = d.shape[0]
+    if n <= chunk:
+        return _intersect(o, d, P, tmax)
+    ts, ids = [], []
+    for a in range(0, n, chunk):
+        oc = o if o.shape[0] == 1 else o[a:a + chunk]
+        t, i = _intersect(oc, d[a:a + chunk], P, None if tmax is None else tmax[a:a + chunk])
+        ts.append(t)
+        ids.append(i)
+    return torch.cat(ts), torch.cat(ids)
+
+
 def _normals(p: torch.Tensor, idx: torch.Tensor, P: dict[str, torch.Tensor], counts: tuple[int, int, int, int]) -> torch.Tensor:
     """Outward unit normals at hit points ``p`` (N x 3) of primitives ``idx`` (all valid)."""
     n_pl, n_sp, n_bx, n_cy = counts
@@ -646,22 +680,59 @@ def _normals(p: torch.Tensor, idx: torch.Tensor, P: dict[str, torch.Tensor], cou
 def _albedo(p_world: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
     """Procedural texture colour (linear RGB) at world points for per-point material rows (N x 14)."""
     base, second = mats[:, 0:3], mats[:, 3:6]
-    code, scale = mats[:, 6], mats[:, 7]
-    direction, offset = mats[:, 8:11], mats[:, 11:14]
-    q = (p_world + offset) / scale[:, None]
-    checker = torch.remainder(torch.floor(q).sum(dim=1), 2.0)
-    stripes = (torch.remainder((q * direction).sum(dim=1), 1.0) < 0.5).to(p_world.dtype)
-    nd = torch.from_numpy(_NOISE_DIRS).to(p_world.dtype)
-    freq = torch.from_numpy(_NOISE_FREQ).to(p_world.dtype)
-    amp = torch.from_numpy(_NOISE_AMP).to(p_world.dtype)
-    phase = (offset @ nd.T) * freq
-    noise = (torch.sin((q @ nd.T) * freq * (2 * math.pi) + phase) * amp).sum(dim=1) / amp.sum()
-    noise = torch.clamp(0.5 + 1.2 * noise, 0.0, 1.0)
+    code = mats[:, 6]
     w = torch.zeros_like(code)
-    w = torch.where(code == TEX_CHECKER, checker, w)
-    w = torch.where(code == TEX_STRIPES, stripes, w)
-    w = torch.where(code == TEX_NOISE, noise, w)
+    for tex in (TEX_CHECKER, TEX_STRIPES, TEX_NOISE):
+        idx = torch.nonzero(code == tex).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        m = mats[idx]
+        offset = m[:, 11:14]
+        q = (p_world[idx] + offset) / m[:, 7:8]
+        if tex == TEX_CHECKER:
+            w[idx] = torch.remainder(torch.floor(q).sum(dim=1), 2.0)
+        elif tex == TEX_STRIPES:
+            w[idx] = (torch.remainder((q * m[:, 8:11]).sum(dim=1), 1.0) < 0.5).to(p_world.dtype)
+        else:
+            nd = torch.from_numpy(_NOISE_DIRS).to(p_world.dtype)
+            freq = torch.from_numpy(_NOISE_FREQ).to(p_world.dtype)
+            amp = torch.from_numpy(_NOISE_AMP).to(p_world.dtype)
+            phase = (offset @ nd.T) * freq
+            noise = (torch.sin((q @ nd.T) * (freq * (2 * math.pi)) + phase) * amp).sum(dim=1) / amp.sum()
+            w[idx] = torch.clamp(0.5 + 1.2 * noise, 0.0, 1.0)
     return base * (1 - w[:, None]) + second * w[:, None]
+
+
+def _shadow_visibility(scene: Scene, eye: np.ndarray, origin: torch.Tensor, ldir: torch.Tensor,
+                       dist: torch.Tensor, pixel: torch.Tensor, width: int, bs_c: np.ndarray, bs_r: np.ndarray,
+                       tile: int = 64) -> torch.Tensor:
+    """1 where the light is visible from ``origin`` (relative to ``eye``), else 0. Under the sun, shadow rays
+    are grouped by image tile so that each group only tests the primitives that can shadow its own bounding
+    box (a point light's box always contains the light, so tiling does not pay off there)."""
+    if scene.light_kind == "point":
+        order, counts = torch.arange(origin.shape[0]), [origin.shape[0]]
+    else:
+        row, col = pixel // width, pixel % width
+        tiles_x = (width + tile - 1) // tile
+        tid = (row // tile) * tiles_x + col // tile
+        order = torch.argsort(tid, stable=True)
+        counts = torch.unique_consecutive(tid[order], return_counts=True)[1].tolist()
+    vis = torch.empty(origin.shape[0], dtype=origin.dtype)
+    start = 0
+    for n in counts:
+        sel = order[start:start + n]
+        start += n
+        o = origin[sel]
+        lo = o.min(dim=0).values.double().numpy() + eye - 1e-3
+        hi = o.max(dim=0).values.double().numpy() + eye + 1e-3
+        keep = _shadow_keep(bs_c, bs_r, lo, hi, scene)
+        if not keep.any():
+            vis[sel] = 1.0
+            continue
+        P = _torch_primitives(scene, eye, origin.dtype, keep)
+        _, blocked = _intersect_chunked(o, ldir[sel], P, tmax=dist[sel])
+        vis[sel] = (blocked < 0).to(origin.dtype)
+    return vis
 
 
 def render_view(
@@ -687,7 +758,7 @@ def render_view(
     dirs = (u[None, :, None] * R[:, 0] + v[:, None, None] * R[:, 1] + R[:, 2]).reshape(-1, 3)
     d = torch.from_numpy(dirs).to(dtype)
     o = torch.zeros(1, 3, dtype=dtype)
-    t, idx = _intersect(o, d, P_view)
+    t, idx = _intersect_chunked(o, d, P_view)
     hit = idx >= 0
     n_rays = d.shape[0]
     colour = torch.empty(n_rays, 3, dtype=dtype)
@@ -719,10 +790,8 @@ def render_view(
             lit = lam > 0
             if lit.any():
                 origin = p[lit] + nrm[lit] * (1e-3 * torch.clamp(th[lit], min=1.0))[:, None]
-                pts = origin.double().numpy() + eye
-                P_sh = _torch_primitives(scene, eye, dtype, _shadow_keep(bs_c, bs_r, pts, scene))
-                _, blocked = _intersect(origin, ldir[lit], P_sh, tmax=dist[lit])
-                vis[lit] = (blocked < 0).to(dtype)
+                vis[lit] = _shadow_visibility(scene, eye, origin, ldir[lit], dist[lit],
+                                              torch.nonzero(hit).squeeze(1)[lit], W, bs_c, bs_r)
         amb = scene.ambient
         colour[hit] = albedo * (amb + (1.0 - amb) * lam * vis)[:, None]
     rgb = torch.clamp(colour, 0.0, 1.0) ** (1.0 / 2.2)

@@ -187,6 +187,7 @@ def simulate_lidar(
     rotation_deg: tuple[float, float, float] | None = None,
     range_sigma_m: float | None = None,
     dropout: float | None = None,
+    dark_dropout: float | None = None,
     max_range_m: float | None = None,
     min_range_m: float = 0.5,
     occlusion_margin: float = 0.03,
@@ -197,7 +198,8 @@ def simulate_lidar(
     (seen from the LiDAR origin, offset from the camera) lies within half a pixel's angle of one of
     ``n_beams`` evenly spread elevations, and to an azimuth bin. A spherical z-buffer keeps the nearest point
     per (beam, azimuth) bin and drops points hidden behind a nearer return in a neighbouring bin, so the
-    sensor offset produces real LiDAR shadows. Survivors get range noise along the beam, random dropouts and
+    sensor offset produces real LiDAR shadows. Survivors get range noise along the beam, random dropouts
+    (``dropout``, plus ``dark_dropout`` on very dark surfaces, grey < 0.05, that return too little light) and
     a range limit, and are splatted into the camera with the z-buffer of
     :func:`metricanything.camera.splat_points_to_depth`. Beam geometry is recorded in ``meta["sim"]``.
     """
@@ -213,6 +215,8 @@ def simulate_lidar(
         hi = math.degrees(vfov / 2) * rng.uniform(0.1, 0.6)
         elevation_range_deg = (lo, hi)
     lo, hi = map(float, elevation_range_deg)
+    if n_beams > 1 and not hi > lo:
+        raise InvalidInputError(f"elevation_range_deg must be (low, high) with high > low, got {elevation_range_deg}")
     pix_deg = math.degrees(1.0 / K.fy)  # angular size of one pixel at the centre
     azimuth_res_deg = float(_pick(azimuth_res_deg, lambda: rng.uniform(0.08, 0.4)))
     az_bin_deg = max(azimuth_res_deg, pix_deg)  # finer bins than pixels cannot be filled from a depth map
@@ -221,6 +225,7 @@ def simulate_lidar(
     rot = np.asarray(_pick(rotation_deg, lambda: tuple(rng.uniform(-2.0, 2.0, 3))), dtype=np.float64)
     range_sigma_m = float(_pick(range_sigma_m, lambda: rng.uniform(0.005, 0.03)))
     dropout = float(_pick(dropout, lambda: rng.uniform(0.02, 0.15)))
+    dark_dropout = float(_pick(dark_dropout, lambda: rng.uniform(0.3, 0.9)))
     max_range_m = float(_pick(max_range_m, lambda: rng.uniform(60.0, 120.0)))
     R = _rotation(*np.radians(rot))  # LiDAR-to-camera rotation; LiDAR origin at ``offset`` in the camera frame
 
@@ -251,7 +256,8 @@ def simulate_lidar(
     neigh = np.minimum(table[kw - 1], table[kw + 1])
     visible = ~(neigh < r[win] * (1.0 - occlusion_margin) - 0.05)
     win = win[visible]
-    keep = rng.uniform(size=len(win)) >= dropout
+    dark = (_gray(sample.image)[sample.valid] < 0.05)[idx[win]]
+    keep = rng.uniform(size=len(win)) >= np.where(dark, 1.0 - (1.0 - dropout) * (1.0 - dark_dropout), dropout)
     win = win[keep]
     sel = idx[win]
     noisy_r = rng_m[sel] + rng.normal(0.0, range_sigma_m, len(sel))
@@ -262,7 +268,7 @@ def simulate_lidar(
     sim = {
         "n_beams": n_beams, "elevation_range_deg": [lo, hi], "beam_spacing_deg": spacing, "beam_tolerance_deg": tol_deg,
         "azimuth_res_deg": azimuth_res_deg, "azimuth_bin_deg": az_bin_deg, "offset_m": offset, "rotation_deg": rot,
-        "range_sigma_m": range_sigma_m, "dropout": dropout, "min_range_m": min_range_m, "max_range_m": max_range_m,
+        "range_sigma_m": range_sigma_m, "dropout": dropout, "dark_dropout": dark_dropout, "min_range_m": min_range_m, "max_range_m": max_range_m,
         "n_returns": int(len(cam)),
     }
     return _finish(sample, "lidar", depth, valid, sim)
@@ -389,6 +395,8 @@ def simulate_stereo(
     baseline_m = float(_pick(baseline_m, lambda: math.exp(rng.uniform(math.log(0.05), math.log(0.5)))))
     disparity_sigma_px = float(_pick(disparity_sigma_px, lambda: rng.uniform(0.05, 0.4)))
     texture_threshold = float(_pick(texture_threshold, lambda: rng.uniform(0.004, 0.015)))
+    if baseline_m <= 0 or disparity_sigma_px < 0:
+        raise InvalidInputError(f"stereo needs baseline_m > 0 and disparity_sigma_px >= 0, got {baseline_m}, {disparity_sigma_px}")
     valid = sample.valid
     z = np.where(valid, sample.depth, 1.0).astype(np.float64)
     disp = np.where(valid, K.fx * baseline_m / z, 0.0)
@@ -435,6 +443,8 @@ def simulate_reconstruction(
     scale = float(_pick(scale, lambda: math.exp(rng.uniform(math.log(0.2), math.log(5.0)))))
     if scale <= 0:
         raise InvalidInputError(f"scale must be > 0, got {scale}")
+    if outlier_fraction is not None and not 0.0 <= outlier_fraction <= 1.0:
+        raise InvalidInputError(f"outlier_fraction must be in [0, 1], got {outlier_fraction}")
     sim: dict[str, Any] = {"mode": mode}
     tex = texture_strength(sample.image, window=3)
     if mode == "sfm":

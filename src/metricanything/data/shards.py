@@ -81,7 +81,8 @@ class ShardWriter:
     """Write :class:`RGBDSample` s into ``out_dir/<prefix>-NNNNNN.tar`` shards of at most N samples.
 
     Use as a context manager (or call :meth:`close`); the last, partial shard is written on close.
-    Keys are ``<prefix>_<running index>`` (zero padded), so they are unique within the shard set.
+    Existing ``<prefix>-NNNNNN.tar`` files in ``out_dir`` are replaced, and those this run does not rewrite
+    are deleted on close (so a re-run never mixes old and new shards). Keys are ``<prefix>_<running index>`` (zero padded), so they are unique within the shard set.
     """
 
     def __init__(
@@ -93,7 +94,6 @@ class ShardWriter:
         image_format: str = "png",
         jpeg_quality: int = 95,
         max_bytes_per_shard: int | None = None,
-        overwrite: bool = False,
     ) -> None:
         if max_samples_per_shard < 1:
             raise InvalidInputError(f"max_samples_per_shard must be >= 1, got {max_samples_per_shard}")
@@ -103,11 +103,7 @@ class ShardWriter:
             raise InvalidInputError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._stale = sorted(self.out_dir.glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
-        if self._stale and not overwrite:
-            raise InvalidInputError(
-                f"{self.out_dir} already holds {prefix}-*.tar shards; choose another folder/prefix or overwrite"
-            )
+        self._stale = _existing_shards(self.out_dir, prefix)  # replaced; leftovers removed on close
         self.prefix = prefix
         self.max_samples = int(max_samples_per_shard)
         self.max_bytes = max_bytes_per_shard
@@ -186,6 +182,10 @@ class ShardWriter:
             self._closed = True
 
 
+def _existing_shards(out_dir: Path, prefix: str) -> list[Path]:
+    return sorted(out_dir.glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
+
+
 # ---------------------------------------------------------------------------------------------- sources
 def open_source(source: str | os.PathLike | Iterable[RGBDSample]) -> Iterable[RGBDSample]:
     """Turn a pack source into samples: a folder dataset path, ``"loader_name:root"``, or an iterable."""
@@ -218,16 +218,21 @@ def pack(
     progress: bool = False,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Pack every sample of every source, in order, into shards under ``out_dir``; returns the shard paths."""
+    """Pack every sample of every source, in order, into shards under ``out_dir``; returns the shard paths.
+
+    Refuses (InvalidInputError) a folder that already holds ``<prefix>-*.tar`` unless ``overwrite``.
+    """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     opened = [open_source(s) for s in sources]  # fail on a bad source before writing anything
+    if not overwrite and _existing_shards(Path(out_dir), prefix):
+        raise InvalidInputError(f"{out_dir} already holds {prefix}-*.tar shards; choose another folder/prefix or overwrite")
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(desc="pack", unit="sample")
-    with ShardWriter(out_dir, prefix, max_samples_per_shard, image_format=image_format, overwrite=overwrite) as writer:
+    with ShardWriter(out_dir, prefix, max_samples_per_shard, image_format=image_format) as writer:
         for samples in opened:
             for sample in samples:
                 writer.write(sample)

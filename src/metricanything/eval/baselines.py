@@ -16,8 +16,8 @@ Shipped baselines (all deterministic, no learning):
 * ``nearest`` (:class:`NearestFill`): each pixel takes the depth of the nearest prompt pixel (exact
   Euclidean distance transform).
 * ``linear`` (:class:`LinearFill`): piecewise-linear interpolation of depth on the Delaunay triangulation
-  of the prompt pixels (``scipy.interpolate.griddata``), nearest fill outside the convex hull; fewer than
-  three non-collinear points fall back to ``nearest``.
+  of the prompt pixels (the arithmetic of ``scipy.interpolate.griddata(method="linear")``), nearest fill
+  outside the convex hull; fewer than three non-collinear points fall back to ``nearest``.
 * ``ipbasic`` (:class:`MorphologicalFill`): a classical morphological completion in the spirit of IP-Basic
   (Ku, Harakeh & Waslander, CRV 2018); our version is documented on the class.
 * ``prompt_median`` (:class:`PromptMedian`): the constant median depth of the prompt.
@@ -37,8 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy import ndimage
-from scipy.interpolate import griddata
-from scipy.spatial import QhullError
+from scipy.spatial import Delaunay, QhullError
 
 from metricanything.camera import Intrinsics
 from metricanything.data.sample import RGBDSample
@@ -101,9 +100,47 @@ def nearest_fill(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return depth[idx[0], idx[1]].astype(np.float32)
 
 
+def _locate_in_triangles(
+    vertices: np.ndarray, simplices: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel centres inside the triangles: ``(flat pixel index, triangle index, barycentric weights N x 3)``.
+
+    Candidates are the pixels of each triangle's bounding box (vectorised over all triangles); a pixel is
+    inside when its three barycentric weights are >= -1e-9 (edges and vertices included; a pixel shared by
+    two triangles keeps the first, which gives the same value since the interpolant is continuous).
+    Pure numpy (no LAPACK): ``Delaunay.find_simplex`` computes its transforms with LAPACK calls whose
+    thread pool can stall for seconds on a busy machine.
+    """
+    a, b, c = (vertices[simplices[:, k]] for k in range(3))
+    x0 = np.ceil(np.minimum(np.minimum(a[:, 0], b[:, 0]), c[:, 0])).astype(np.int64).clip(0, width - 1)
+    x1 = np.floor(np.maximum(np.maximum(a[:, 0], b[:, 0]), c[:, 0])).astype(np.int64).clip(0, width - 1)
+    y0 = np.ceil(np.minimum(np.minimum(a[:, 1], b[:, 1]), c[:, 1])).astype(np.int64).clip(0, height - 1)
+    y1 = np.floor(np.maximum(np.maximum(a[:, 1], b[:, 1]), c[:, 1])).astype(np.int64).clip(0, height - 1)
+    bw, bh = np.maximum(x1 - x0 + 1, 0), np.maximum(y1 - y0 + 1, 0)
+    counts = bw * bh
+    tri = np.repeat(np.arange(len(simplices)), counts)
+    local = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    px = (x0[tri] + local % bw[tri]).astype(np.float64)
+    py = (y0[tri] + local // bw[tri]).astype(np.float64)
+    ab, ac = b - a, c - a
+    det = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    apx, apy = px - a[tri, 0], py - a[tri, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        l1 = (apx * ac[tri, 1] - apy * ac[tri, 0]) / det[tri]
+        l2 = (ab[tri, 0] * apy - ab[tri, 1] * apx) / det[tri]
+    l0 = 1.0 - l1 - l2
+    inside = (det[tri] != 0) & (l0 >= -1e-9) & (l1 >= -1e-9) & (l2 >= -1e-9)
+    flat = py[inside].astype(np.int64) * width + px[inside].astype(np.int64)
+    flat, first = np.unique(flat, return_index=True)
+    weights = np.stack([l0[inside], l1[inside], l2[inside]], axis=1)[first]
+    return flat, tri[inside][first], weights
+
+
 def linear_fill(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Linear interpolation on the Delaunay triangulation of the masked pixels, nearest outside the hull.
 
+    This is the arithmetic of ``scipy.interpolate.griddata(method="linear")`` (barycentric weights in the
+    Delaunay triangle that holds each pixel), with our own point location (:func:`_locate_in_triangles`).
     With fewer than three points, or collinear points (no triangulation), this is :func:`nearest_fill`.
     """
     rows, cols = np.nonzero(mask)
@@ -111,14 +148,14 @@ def linear_fill(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = nearest_fill(depth, mask).astype(np.float64)
     if rows.size < 3:
         return out.astype(np.float32)
-    h, w = depth.shape
-    gv, gu = np.mgrid[0:h, 0:w]
+    vertices = np.stack([cols, rows], axis=1).astype(np.float64)
     try:
-        lin = griddata(np.stack([cols, rows], axis=1).astype(np.float64), values, (gu, gv), method="linear")
+        tri = Delaunay(vertices)
     except QhullError:
         return out.astype(np.float32)
-    inside = np.isfinite(lin)
-    out[inside] = lin[inside]
+    h, w = depth.shape
+    flat, simplex, weights = _locate_in_triangles(vertices, tri.simplices, w, h)
+    out.reshape(-1)[flat] = (values[tri.simplices[simplex]] * weights).sum(axis=1)
     return out.astype(np.float32)
 
 
@@ -265,10 +302,6 @@ def median_depth_of(samples: Iterable[RGBDSample]) -> float:
     if not values or sum(v.size for v in values) == 0:
         raise InvalidInputError("median_depth_of: the samples have no valid depth")
     return float(np.median(np.concatenate(values)))
-
-
-def _resize_bilinear(depth: np.ndarray, width: int, height: int) -> np.ndarray:
-    return cv2.resize(depth.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def as_depth_array(output: Any, width: int, height: int, who: str, upsample: str = "bilinear") -> np.ndarray:

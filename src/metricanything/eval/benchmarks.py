@@ -38,6 +38,7 @@ key                 meaning
 ``limit``           default number of samples (``null`` = all; ``--limit`` overrides)
 ``seed``            base seed of the prompt patterns (prompt of sample i = pattern seeded by seed + i)
 ``train_median``    training-set median depth (m) for the ``baseline:train_median`` constant, if known
+``train_split``     else the loader split whose median GT depth is that constant (computed on demand)
 ``synthetic``       for ``dataset: synthetic``: ``family``, ``num``, ``seed_offset``, ``size`` ``[W, H]``,
                     ``fov_ranges`` and ``principal_offset`` (unseen cameras, see
                     :func:`render_benchmark_sample`) and ``train_seeds`` (training-set median)
@@ -128,6 +129,7 @@ class BenchmarkSpec:
     limit: int | None = None
     seed: int = 0
     train_median: float | None = None
+    train_split: str | None = None
     synthetic: SyntheticSpec | None = None
 
     @property
@@ -450,17 +452,34 @@ def render_benchmark_sample(syn: SyntheticSpec, seed: int, name: str = "syntheti
     return sample.replace(dataset=name, sample_id=f"{name}-{int(seed)}")
 
 
-def training_median(spec: BenchmarkSpec) -> float:
+#: ``training_median`` keeps every this-many-th valid pixel of each real training image (memory bound).
+TRAIN_MEDIAN_STRIDE = 16
+
+
+def training_median(spec: BenchmarkSpec, root: str | os.PathLike | None = None) -> float:
     """Median valid GT depth of the *training* distribution for ``baseline:train_median``.
 
-    Uses ``spec.train_median`` when given; for synthetic benchmarks it is computed from renders with the
-    training seeds ``0 .. train_seeds-1`` of the same family at the same size (the renderer's own cameras).
+    In order: ``spec.train_median`` when given; else, with ``train_split``, the pooled median over that
+    split of the dataset (every ``TRAIN_MEDIAN_STRIDE``-th valid pixel of each image, in raster order);
+    else, for synthetic benchmarks, renders with the training seeds ``0 .. train_seeds-1`` of the same
+    family and size (the renderer's own cameras).
     """
     if spec.train_median is not None:
         return float(spec.train_median)
+    if spec.train_split is not None and not spec.is_synthetic:
+        from metricanything.data.loaders import load_dataset  # noqa: PLC0415
+
+        path = resolve_root(spec, root)
+        values = [s.depth[s.valid][::TRAIN_MEDIAN_STRIDE]
+                  for s in load_dataset(spec.dataset, path, split=spec.train_split, **spec.loader_options)]  # fmt: skip
+        values = [v for v in values if v.size]
+        if not values:
+            raise DatasetError(f"benchmark {spec.name!r}: split {spec.train_split!r} of {path} has no valid depth")
+        return float(np.median(np.concatenate(values)))
     if not spec.is_synthetic:
         raise DatasetError(
-            f"benchmark {spec.name!r} has no train_median; give one as baseline:train_median=VALUE (metres)"
+            f"benchmark {spec.name!r} has no train_median or train_split; give one as "
+            "baseline:train_median=VALUE (metres)"
         )
     syn = spec.synthetic or SyntheticSpec()
     train = SyntheticSpec(family=syn.family, num=syn.train_seeds, seed_offset=0, size=syn.size)

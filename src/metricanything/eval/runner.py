@@ -101,11 +101,14 @@ class EvalResults:
 ModelLoader = Callable[[str], Predictor]
 
 
-def build_predictor(name: str, spec: BenchmarkSpec, model_loader: ModelLoader | None = None) -> Predictor:
+def build_predictor(
+    name: str, spec: BenchmarkSpec, model_loader: ModelLoader | None = None, root: str | os.PathLike | None = None
+) -> Predictor:
     """A predictor from a ``--compare`` name: ``baseline:<kind>[=value]`` or a checkpoint (``model_loader``).
 
     Baselines: ``nearest``, ``linear``, ``ipbasic``, ``prompt_median``, ``train_median`` (value in metres, or
-    the benchmark's training median, see :func:`~metricanything.eval.benchmarks.training_median`).
+    the benchmark's training median, see :func:`~metricanything.eval.benchmarks.training_median`; ``root``
+    is the dataset root used when it is computed from a training split).
     """
     if name.startswith("baseline:"):
         kind, _, arg = name[len("baseline:"):].partition("=")
@@ -116,7 +119,7 @@ def build_predictor(name: str, spec: BenchmarkSpec, model_loader: ModelLoader | 
                 except ValueError:
                     raise InvalidInputError(f"{name}: the value after '=' must be a depth in metres") from None
             else:
-                value = training_median(spec)
+                value = training_median(spec, root)
             return ConstantDepth(value, name="baseline:train_median")
         if kind not in BASELINES:
             valid = ", ".join(f"baseline:{k}" for k in [*BASELINES, "train_median"])

@@ -270,14 +270,18 @@ def _build_and_load(build, state: dict[str, torch.Tensor], source: str) -> nn.Mo
     When every buffer is persistent the model is materialised with ``to_empty`` (skipping the random init,
     slow for large models), since the state dict then overwrites every tensor; otherwise it is built normally.
     """
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (RuntimeError, NotImplementedError):  # a constructor that needs real data: build normally
         model = build()
     check_state_dict(model, state, source)
     persistent = set(model.state_dict().keys())
-    if all(name in persistent for name, _ in model.named_buffers()):
-        model = model.to_empty(device="cpu")
-    else:
-        model = build()
+    if any(t.is_meta for t in model.state_dict().values()):
+        if all(name in persistent for name, _ in model.named_buffers()):
+            model = model.to_empty(device="cpu")
+        else:
+            model = build()
     load_state_dict_strict(model, state, source)
     return model
 

@@ -437,8 +437,9 @@ class Student(nn.Module):
         inverse depth = C * (W / f_px) with W the original width; resized back to (H, W) the same way; depth =
         1 / clamp(inverse depth, 1e-3, 1e3). ``f_px`` defaults to the FoV head's estimate when the model has one,
         else to ``cfg.f_px_default`` (1000, the official default). Returned tensors are ``squeeze()``-d like the
-        official output: ``depth``, ``inverse_depth`` (clamped; = 1/depth) and ``f_px`` (and ``fov_x_deg`` when
-        predicted).
+        official output: ``depth``, ``inverse_depth`` (clamped; = 1/depth), ``f_px`` and, with a FoV head,
+        ``fov_x_deg``. With a FoV head, a per-image ``f_px`` tensor may hold NaN for "unknown": those images use
+        the estimate (one network pass for mixed batches).
         """
         if x.ndim == 3:
             x = x.unsqueeze(0)
@@ -449,14 +450,18 @@ class Student(nn.Module):
         resize = h != s or w != s
         if resize:
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-        c, fov = self.forward_with_fov(x) if self.fov is not None else (self.forward(x), None)
+        c, fov = self.forward_with_fov(x)
         out: dict[str, Tensor] = {}
+        if fov is not None:
+            out["fov_x_deg"] = fov.squeeze()
         if f_px is None:
-            if fov is not None:
-                out["fov_x_deg"] = fov.squeeze()
-                f_px = fov_to_focal(fov, float(w))
-            else:
-                f_px = self.cfg.f_px_default
+            f_px = fov_to_focal(fov.to(torch.float64), float(w)) if fov is not None else self.cfg.f_px_default
+        elif isinstance(f_px, Tensor) and torch.isnan(f_px).any():
+            if fov is None:
+                raise InvalidInputError("f_px has NaN entries but the model has no FoV head to estimate them")
+            # NaN entries: "unknown", filled from the FoV head in the same pass
+            est = fov_to_focal(fov.to(torch.float64), float(w)).to(f_px.device)
+            f_px = torch.where(torch.isnan(f_px), est.reshape(f_px.shape), f_px.to(torch.float64))
         if isinstance(f_px, Tensor):
             f = f_px.to(device=c.device, dtype=torch.float64).reshape(-1, 1, 1, 1)
             inv = c * (float(w) / f).to(c.dtype)

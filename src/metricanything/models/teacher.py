@@ -25,7 +25,7 @@ from torch import nn
 
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.models.dpt import DPTDecoder, masked_pool
-from metricanything.models.vit import VisionTransformer, ViTConfig, vit_config
+from metricanything.models.vit import VisionTransformer, ViTConfig, load_backbone_weights, vit_config
 from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
 
 
@@ -232,7 +232,10 @@ class Teacher(nn.Module):
         hs, ws, hp, wp = network_size(h, w, self.config.image_size, self.patch_size)
         x = image
         if (hs, ws) != (h, w):
-            x = F.interpolate(x, size=(hs, ws), mode="bilinear", align_corners=False, antialias=hs < h or ws < w)
+            # resized in float32: antialiased bilinear has no bf16/fp16 CPU kernel
+            x = F.interpolate(
+                x.float(), size=(hs, ws), mode="bilinear", align_corners=False, antialias=hs < h or ws < w
+            ).to(image.dtype)
         x = F.pad(x, (0, wp - ws, 0, hp - hs))
         feats = None
         if self.decoder.has_prompt_branch:
@@ -247,10 +250,9 @@ class Teacher(nn.Module):
         tokens = self.encoder.get_intermediate_layers(
             x, list(self.config.hook_indices), norm=self.config.intermediate_norm
         )
-        residual = self.decoder(list(tokens), (hp, wp), feats)[..., :hs, :ws]
+        residual = self.decoder(list(tokens), (hp, wp), feats)[..., :hs, :ws].float()
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
-        residual = residual.float()
         log_depth = residual + log_ref.view(b, 1, 1, 1)
         return {
             "depth": torch.exp(log_depth),
@@ -284,11 +286,12 @@ class Teacher(nn.Module):
             return canonical
         return torch.where(has_prompt, encoded.log_scale.to(device=device, dtype=torch.float32), canonical)
 
-    def load_backbone(self, path: str) -> None:
-        """Initialise the ViT from a pretrained backbone file (see :func:`metricanything.models.vit.load_backbone_weights`)."""
-        from metricanything.models.vit import load_backbone_weights
+    def load_backbone(self, path: str) -> list[str]:
+        """Initialise the ViT from a pretrained backbone file; returns what the loader reports.
 
-        load_backbone_weights(self.encoder, path)
+        See :func:`metricanything.models.vit.load_backbone_weights` (timm/DINOv2 and DINOv3 layouts).
+        """
+        return load_backbone_weights(self.encoder, path)
 
 
 def teacher_from_config(cfg: TeacherConfig | str, **overrides) -> Teacher:

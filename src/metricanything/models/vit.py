@@ -251,6 +251,15 @@ class RopeEmbedding(nn.Module):
         rescale = self.rescale_coords if self.training else None
         return rope_sin_cos(self.periods, h, w, rescale)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        # ``model.to(torch.bfloat16)`` must not round the periods (that alone moves outputs by ~3e-3):
+        # follow device moves only and keep the float32 bits.
+        periods = self.periods
+        super()._apply(fn, recurse)
+        if periods.dtype == torch.float32 and self.periods.dtype != torch.float32:
+            self.periods = periods.to(device=self.periods.device)
+        return self
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Building blocks

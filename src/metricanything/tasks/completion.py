@@ -42,7 +42,9 @@ def lowres_depth_prompt(lowres_depth: np.ndarray, lowres_valid: np.ndarray | Non
     if lowres_valid is None:
         lowres_valid = np.isfinite(lowres_depth) & (lowres_depth > 0)
     h, w = lowres_depth.shape
-    if abs(w / h - width / height) > 0.01 * (width / height):
+    sx, sy = width / w, height / h
+    # block sizes may differ by the rounding of a floor-divided size (e.g. 41x29 -> 10x7), not more
+    if abs(sx - sy) > max(sx, sy) * (0.01 + 1.0 / min(w, h)):
         raise InvalidInputError(f"low-res depth {w}x{h} and image {width}x{height} differ in aspect ratio")
     return Prompt.from_map(lowres_depth, np.asarray(lowres_valid, dtype=bool)).resized(width, height)
 

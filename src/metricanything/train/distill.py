@@ -80,6 +80,31 @@ def fov_log_tan(fov_rad: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.tan(0.5 * fov_rad).clamp_min(1e-6))
 
 
+def network_input(image: torch.Tensor, s: int) -> torch.Tensor:
+    """[0, 1] images B x 3 x H x W -> ImageNet-normalised S x S student input (bilinear, align_corners=False)."""
+    x = imagenet_normalise(image)
+    if x.shape[-2:] != (s, s):
+        x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+    return x
+
+
+def predict_canonical(model: nn.Module, image: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(canonical inverse depth resized back to the image's H x W, fov or None) through a StudentForTraining."""
+    c, fov = model(network_input(image, s))
+    c = c.float()
+    if c.shape[-2:] != image.shape[-2:]:
+        c = F.interpolate(c, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return c, fov
+
+
+@torch.no_grad()
+def student_metric_depth(model: nn.Module, image: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+    """Metric depth B x 1 x H x W = f_px / (W C) of [0, 1] images with focal ``fx`` (B,) (e.g. the GT focal)."""
+    wrapper = model if isinstance(model, StudentForTraining) else StudentForTraining(model)
+    c, _ = predict_canonical(wrapper, image, wrapper.student.network_size)
+    return fx.to(image.device).view(-1, 1, 1, 1) / (float(image.shape[-1]) * c.clamp_min(1e-6))
+
+
 class DistillTask:
     """The student stage for :func:`metricanything.train.loop.train`."""
 
@@ -125,24 +150,10 @@ class DistillTask:
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_items(items)
 
-    @staticmethod
-    def _network_input(image: torch.Tensor, s: int) -> torch.Tensor:
-        x = imagenet_normalise(image)
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-        return x
-
-    def _predict(self, model: nn.Module, image: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        c, fov = model(self._network_input(image, s))
-        c = c.float()
-        if c.shape[-2:] != image.shape[-2:]:
-            c = F.interpolate(c, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return c, fov
-
     def loss(self, ctx: StepContext, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         s = ctx.raw.student.network_size
-        c, fov = self._predict(ctx.model, batch["image"], s)
+        c, fov = predict_canonical(ctx.model, batch["image"], s)
         w = float(batch["image"].shape[-1])
         f = batch["fx"].view(-1, 1, 1, 1)
         valid = batch["valid"] & batch["trusted"].view(-1, 1, 1, 1)
@@ -170,14 +181,8 @@ class DistillTask:
             self._val = [ds[i] for i in range(cfg.data.val_samples)]
         return self._val
 
-    @torch.no_grad()
     def predict_depth(self, model: nn.Module, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-        """Metric depth (B x 1 x H x W) with the GT focal: f_px / (W C)."""
-        wrapper = model if isinstance(model, StudentForTraining) else StudentForTraining(model)
-        img = batch["image"].to(device)
-        c, _ = self._predict(wrapper, img, wrapper.student.network_size)
-        w = float(img.shape[-1])
-        return batch["fx"].to(device).view(-1, 1, 1, 1) / (w * c.clamp_min(1e-6))
+        return student_metric_depth(model, batch["image"].to(device), batch["fx"].to(device))
 
     @torch.no_grad()
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
@@ -196,7 +201,7 @@ class DistillTask:
                     acc.add(pred[j, 0], b["depth"][j, 0].numpy(), valid)
             student = model.student if isinstance(model, StudentForTraining) else model
             if getattr(student, "fov", None) is not None:
-                _, fov = StudentForTraining(student)(self._network_input(b["image"].to(device), student.network_size))
+                _, fov = StudentForTraining(student)(network_input(b["image"].to(device), student.network_size))
                 gt = torch.rad2deg(2 * torch.atan(b["image"].shape[-1] / (2 * b["fx"])))
                 fov_err.extend((fov.float().cpu() - gt).abs().tolist())
         if acc.num_images == 0:

@@ -116,9 +116,12 @@ class PretrainTask:
                 raise ConfigError("model.overrides cannot change a model loaded from model.init")
             return model.train()
         try:
-            return Teacher(teacher_config(m.preset, **m.overrides))
+            model = Teacher(teacher_config(m.preset, **m.overrides))
         except TypeError as exc:
             raise ConfigError(f"model.overrides: {exc}") from exc
+        if m.backbone:
+            model.load_backbone(m.backbone)
+        return model
 
     def fsdp_block_classes(self) -> set[type]:
         from metricanything.models.vit import Block
