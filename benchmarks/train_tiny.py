@@ -2,8 +2,8 @@
 
 1. Pretrain ``configs/teacher_tiny.yaml`` -> held-out AbsRel with 1% prompts vs filling the same prompts by
    linear interpolation (scipy ``griddata``; nearest neighbour outside the convex hull).
-2. Pseudo-label a rendered mixture with that teacher, distil ``configs/student_tiny.yaml`` -> held-out delta1
-   (GT focal) vs "predict the training-set median depth" (the median of all valid pseudo-label depths).
+2. Pseudo-label a rendered mixture (metric-trusted kinds) with that teacher, distil ``configs/student_tiny.yaml``
+   -> held-out delta1 (GT focal) vs "predict the training-set median depth" (median of the pseudo-label depths).
 3. Robustness: two teachers on labels with 10% gross SfM-like outliers (depth * exp(+-U(0.3, 1.2))), trimmed
    (trim 0.2) vs plain (trim 0) MAE -> held-out AbsRel (1% clean prompts) of both.
 
@@ -27,6 +27,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Sources pseudo-labelled for the student: the metric-trusted kinds. (SfM/MVS would be aligned to the
+#: teacher's prompt-free prediction, which a minutes-old CPU teacher cannot yet provide.)
+PSEUDO_KINDS = "rendered,lidar,tof,structured_light,stereo"
 
 
 def _log(msg: str) -> None:
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         pseudo = out / "pseudo"
         t0 = time.perf_counter()
         run_pseudo_label(pseudo_label_config(
-            teacher=str(teacher_dir / "model"), data=[f"render:{n_pseudo}:30000000:160x120"], out=str(pseudo),
+            teacher=str(teacher_dir / "model"), data=[f"render:{n_pseudo}:30000000:160x120:{PSEUDO_KINDS}"], out=str(pseudo),
             shard_size=64, progress=False,
         ))
         results["pseudo_label_minutes"] = (time.perf_counter() - t0) / 60

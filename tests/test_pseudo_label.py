@@ -46,6 +46,7 @@ def test_prompt_choice_follows_the_gt_density():
 def test_data_specs_and_config_errors(tmp_path):
     src = parse_data_spec("render:12:7:64x48")
     assert (src.kind, src.num_samples, src.seed, src.render_size) == ("render", 12, 7, [64, 48])
+    assert parse_data_spec("render:3:0:64x48:rendered,lidar").sources == ["rendered", "lidar"]
     with pytest.raises(ConfigError):
         parse_data_spec("render:x")
     with pytest.raises(ConfigError):

@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metricanything.tasks.quickstart import STAGES, QuickstartError, QuickstartOptions, find_config, run_quickstart
+from metricanything.tasks.quickstart import (
+    STAGES,
+    QuickstartError,
+    QuickstartOptions,
+    find_config,
+    run_quickstart,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -103,6 +109,22 @@ def test_options_are_validated(tmp_path):
         run_quickstart(_tiny_options(tmp_path, num_samples=3))
     with pytest.raises(Exception, match="fractions"):
         run_quickstart(_tiny_options(tmp_path, teacher_fraction=0.6, student_fraction=0.5))
+
+
+def test_reproduce_command_round_trips_through_the_cli(tmp_path):
+    import argparse
+    import shlex
+
+    from metricanything.cli import quickstart as cli
+    from metricanything.tasks.quickstart import quickstart_command
+
+    opts = _tiny_options(tmp_path / "a b", teacher_overrides=["train.batch_size=4"], eval_prompt="points:100")
+    words = shlex.split(quickstart_command(opts))
+    assert words[:2] == ["metricanything", "quickstart"]
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    back = cli.options_from_args(parser.parse_args(words[2:] + ["--quiet"]))
+    assert back == opts
 
 
 def test_find_config_reports_where_it_looked(tmp_path):

@@ -2,7 +2,7 @@
 
 A real run of the whole pipeline with tiny models, sized for ~10 minutes on 2 CPU cores::
 
-    metricanything quickstart --out quickstart
+    metricanything quickstart                         # -> runs/quickstart/report.html
     metricanything quickstart --out qs_small --budget-minutes 3      # shorter training stages
 
 Re-running with the same options skips the stages that already finished (``--fresh`` re-runs everything).
@@ -15,17 +15,18 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("quickstart"), help="output folder (default ./quickstart)")
+    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="output folder (default runs/quickstart)")
     parser.add_argument("--budget-minutes", type=float, default=10.0,
                         help="total time budget; the training stages are sized to fit it (default 10)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, the training runs and the examples")
     parser.add_argument("--num-samples", type=int, default=140, help="corpus size, all source kinds (default 140)")
     parser.add_argument("--size", default="128x96", help="corpus / example image size WIDTHxHEIGHT (default 128x96)")
-    parser.add_argument("--train-size", type=int, default=64, help="teacher training crop in pixels (default 64)")
+    parser.add_argument("--train-size", type=int, default=96,
+                        help="teacher training crop and network input (long side) in pixels (default 96)")
     parser.add_argument("--student-train-size", type=int, default=96,
                         help="student training view in pixels (upsampled to its network input; default 96)")
-    parser.add_argument("--teacher-fraction", type=float, default=0.34, help="share of the budget for pretraining")
-    parser.add_argument("--student-fraction", type=float, default=0.30, help="share of the budget for distillation")
+    parser.add_argument("--teacher-fraction", type=float, default=0.25, help="share of the budget for pretraining")
+    parser.add_argument("--student-fraction", type=float, default=0.45, help="share of the budget for distillation")
     parser.add_argument("--min-steps", type=int, default=4, help="fewest training steps per stage (default 4)")
     parser.add_argument("--max-steps", type=int, default=100_000, help="most training steps per stage")
     parser.add_argument("--val-samples", type=int, default=8, help="held-out validation renders per training stage")
@@ -43,11 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
+def options_from_args(args: argparse.Namespace):
+    """The :class:`~metricanything.tasks.quickstart.QuickstartOptions` of parsed arguments."""
     from metricanything.cli.render import parse_size
-    from metricanything.tasks.quickstart import QuickstartOptions, run_quickstart
+    from metricanything.tasks.quickstart import QuickstartOptions
 
-    options = QuickstartOptions(
+    return QuickstartOptions(
         out=args.out,
         budget_minutes=args.budget_minutes,
         seed=args.seed,
@@ -71,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         progress=not args.quiet,
     )
-    result = run_quickstart(options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from metricanything.tasks.quickstart import run_quickstart
+
+    result = run_quickstart(options_from_args(args))
     print(f"report: {result.report} ({result.total_seconds:.0f} s for a {result.budget_seconds:.0f} s budget)")
     for name, rec in result.stages.items():
         print(f"  {name:13s} {rec.seconds:7.1f} s{'  (reused)' if rec.reused else ''}")

@@ -438,15 +438,8 @@ def _read_csv(p: Path, width: int, height: int, drop_outside: bool) -> Prompt:
 
 
 def _read_png(p: Path, width: int, height: int) -> Prompt:
-    import cv2
+    from metricanything.depth_io import PNG_SCALE_MM, read_depth
 
-    img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputFileError(p, "cannot decode the PNG file")
-    if img.ndim != 2:
-        raise InputFileError(p, f"a depth PNG must be single-channel, got {img.shape[2]} channels")
-    if img.dtype != np.uint16:
-        raise InputFileError(p, f"a depth PNG must be 16-bit (millimetres), got {img.dtype}; 8 bits cannot hold depth")
-    mask = img > 0
-    return _map_to_prompt(img.astype(np.float64) / 1000.0 * mask, mask, width, height, p)
+    depth, mask = read_depth(p, scale=PNG_SCALE_MM)  # 16-bit millimetres, 0 = no prompt; errors name the file
+    return _map_to_prompt(np.where(mask, depth, 0).astype(np.float64), mask, width, height, p)
 

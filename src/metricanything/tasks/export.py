@@ -20,12 +20,16 @@ atomically. See ``docs/design/export.md`` for the input/output contract and know
 
 from __future__ import annotations
 
-import builtins
+import contextlib
+import copy
+import io
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,24 +37,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from onnxscript import FLOAT, INT64
 from torch import Tensor, nn
 
 from metricanything.errors import CheckpointError, InvalidInputError, MetricAnythingError
 from metricanything.models.student import INVERSE_DEPTH_CLAMP, Student, fov_to_focal
-from metricanything.models.teacher import Teacher, network_size
+from metricanything.models.teacher import Teacher
 
 __all__ = [
     "DEFAULT_OPSET",
+    "ExportError",
     "ExportResult",
     "StudentExportWrapper",
     "TeacherExportWrapper",
+    "encode_prompt_traceable",
     "example_inputs",
     "export_onnx",
     "export_wrapper",
     "masked_pool_traceable",
     "onnx_io_names",
     "reference_outputs",
+    "run_onnx",
     "verify_onnx",
 ]
 
@@ -171,6 +177,32 @@ def _vit_intermediate_maps(vit: nn.Module, x: Tensor, indices: list[int], norm: 
     return maps
 
 
+def _network_size_traceable(h: Any, w: Any, image_size: int | None, patch: int, like: Tensor) -> tuple[Any, ...]:
+    """:func:`metricanything.models.teacher.network_size` for symbolic sizes, bit-exact.
+
+    The resize factor is computed on float64 tensors exactly as Python does it (``image_size / max(H, W)``,
+    times the side, round half to even), so rounding ties (e.g. 4:3 images, where the short side lands on
+    x.5 px) resolve the same way in the graph as in PyTorch; doing it on symbolic floats would use float32 in
+    ONNX. The result enters the graph as a fresh (unbacked) size, which also keeps the symbolic shape
+    expressions small and the export fast.
+    """
+    if image_size is None:
+        hs, ws = h, w
+    else:
+        ht = torch.full((), h, dtype=torch.float64, device=like.device)
+        wt = torch.full((), w, dtype=torch.float64, device=like.device)
+        # torch.div, not ``int / tensor`` (that is reciprocal(t) * int, one more rounding than Python's)
+        scale = torch.div(torch.full_like(ht, float(image_size)), torch.maximum(ht, wt))
+        hs = torch.clamp(torch.round(ht * scale), min=1).to(torch.int64).item()
+        ws = torch.clamp(torch.round(wt * scale), min=1).to(torch.int64).item()
+        for v in (hs, ws):
+            torch._check(v >= 1)
+            torch._check(v <= image_size)
+    hp = patch * ((hs + patch - 1) // patch)
+    wp = patch * ((ws + patch - 1) // patch)
+    return hs, ws, hp, wp
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Wrappers
 # ---------------------------------------------------------------------------------------------------------
@@ -197,8 +229,7 @@ class TeacherExportWrapper(nn.Module):
         canonical = torch.log(f_px.to(torch.float32).reshape(b) / w)
         log_ref = torch.where(has_prompt, log_scale, canonical)
 
-        p = m.patch_size
-        hs, ws, hp, wp = network_size(h, w, cfg.image_size, p)
+        hs, ws, hp, wp = _network_size_traceable(h, w, cfg.image_size, m.patch_size, image)
         # Antialiased bilinear equals plain bilinear when upsampling or at the same size, so one op covers
         # every case of the teacher's ``antialias = hs < h or ws < w``.
         x = F.interpolate(image, size=(hs, ws), mode="bilinear", align_corners=False, antialias=True)
@@ -336,11 +367,17 @@ class ExportResult:
 
 
 def _load_model(model_or_path: nn.Module | str | os.PathLike) -> nn.Module:
+    """The model itself when it is a float32 CPU module, else a float32 CPU copy (the graph is float32)."""
     if isinstance(model_or_path, nn.Module):
-        return model_or_path
-    from metricanything.models.checkpoint import from_pretrained
+        model = model_or_path
+    else:
+        from metricanything.models.checkpoint import from_pretrained
 
-    return from_pretrained(model_or_path)
+        model = from_pretrained(model_or_path)
+    tensors = list(model.parameters()) + list(model.buffers())
+    if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
+        model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+    return model.eval()
 
 
 def _dynamic_shapes(model: nn.Module) -> dict[str, Any]:
@@ -354,16 +391,21 @@ def _dynamic_shapes(model: nn.Module) -> dict[str, Any]:
     return {"image": image, "f_px": {0: batch}}
 
 
-def _onnx_round(x: FLOAT, ndigits: int | None = None) -> INT64:
-    """``round(SymFloat) -> SymInt`` for size arithmetic (ONNX ``Round`` is half-to-even, like Python)."""
-    from onnxscript import opset18 as op
-
-    return op.Cast(op.Round(x), to=INT64.dtype)
-
-
-def _custom_translations() -> dict[Any, Any]:
-    """Translations the exporter lacks: Python ``round`` on symbolic sizes (``teacher.network_size``)."""
-    return {builtins.round: _onnx_round}
+@contextlib.contextmanager
+def _quiet_exporter(sink: io.StringIO) -> Iterator[None]:
+    """Silence the exporter's progress prints, its warnings and its registry log lines."""
+    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _param_bytes(model: nn.Module) -> int:
@@ -380,6 +422,7 @@ def export_onnx(
     verify: bool = False,
     verify_size: tuple[int, int] = (47, 71),
     tolerance: float = 1e-4,
+    optimize: bool = True,
 ) -> ExportResult:
     """Export a teacher or student (model or checkpoint path) to ONNX with dynamic batch, H and W.
 
@@ -394,6 +437,8 @@ def export_onnx(
         external_data: store weights in ``<name>.data``; default: only when they exceed 1 GiB.
         verify: run onnxruntime on a fresh input at ``verify_size`` (not the tracing size) and compare with the
             PyTorch model; raise :class:`ExportError` when the max relative error exceeds ``tolerance``.
+        optimize: run the onnxscript graph optimiser (constant folding, shape-op clean-up); turning it off
+            makes the export faster and the graph larger (onnxruntime optimises it at load time anyway).
     """
     if opset < 18:
         raise InvalidInputError(f"opset must be >= 18 (Resize with antialias), got {opset}")
@@ -409,8 +454,9 @@ def export_onnx(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    log = io.StringIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporter(log):
             program = torch.onnx.export(
                 wrapper,
                 args,
@@ -419,12 +465,14 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=True,
                 dynamic_shapes=_dynamic_shapes(model),
-                optimize=True,
+                optimize=optimize,
                 verbose=False,
-                custom_translation_table=_custom_translations(),
             )
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; report them uniformly
-        raise ExportError(f"ONNX export of the {kind} failed: {type(e).__name__}: {str(e)[:2000]}") from e
+        detail = str(e).strip().splitlines()
+        raise ExportError(
+            f"ONNX export of the {kind} failed: {type(e).__name__}: {' '.join(detail[:3])[:1500]}"
+        ) from e
     files = _save_atomically(program, out, external_data)
     seconds = time.perf_counter() - t0
     result = ExportResult(out, kind, opset, in_names, out_names, external_data, seconds, files)
@@ -479,7 +527,9 @@ def reference_outputs(model: nn.Module, inputs: Mapping[str, Any]) -> Tensor:
             return model(image, f_px=f_px)
         return model(image, depth, mask, f_px=f_px)
     if isinstance(model, Student):
-        out = model.infer(image, f_px=f_px)
+        # with a FoV head, f_px <= 0 asks the exported graph for the predicted focal (all-or-nothing here)
+        predicted = model.fov is not None and bool((f_px <= 0).all())
+        out = model.infer(image, f_px=None if predicted else f_px)
         return out["depth"].reshape(image.shape[0], 1, image.shape[-2], image.shape[-1])
     raise InvalidInputError(f"can only verify a Teacher or a Student, got {type(model).__name__}")
 

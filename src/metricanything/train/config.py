@@ -139,6 +139,10 @@ class ModelConfig:
 class DistillConfig:
     teacher: str | None = None  # teacher checkpoint, for encoder initialisation
     init_encoder_from_teacher: bool = True
+    # initial bias of the student's last head conv (before its ReLU), in canonical inverse depth units.
+    # "auto": the median target C* = f/(W D) of the first 32 training items, so the student starts at the
+    # (focal-aware) median prediction and no pixel starts in the ReLU's dead zone; a number; null = keep
+    head_bias_init: float | Literal["auto"] | None = "auto"
 
 
 @dataclass

@@ -16,7 +16,10 @@ Encoder initialisation from the teacher (``distill.teacher`` + ``init_encoder_fr
 ``encoder.<name>`` of the teacher whose counterpart ``encoder.patch_encoder.<name>`` exists in the student
 with the same shape is copied; the others keep their initialisation. The numbers copied / skipped are
 printed, and a teacher with nothing in common raises (use a teacher config whose ``vit`` matches the
-student's, e.g. ``dinov3_tiny`` for both tiny presets).
+student's, e.g. ``dinov3_tiny`` for both tiny presets). A freshly built student's last head conv gets the
+bias ``distill.head_bias_init`` ("auto": the median C* of the first 32 training items): the student starts at
+the focal-aware median prediction, and no pixel starts in the ReLU's dead zone. (Adam moves a bias by about
+``lr`` per step, so a canonical inverse depth of ~0.5 from a zero start takes hundreds of steps.)
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ class DistillTask:
             except TypeError as exc:
                 raise ConfigError(f"model.overrides: {exc}") from exc
             d = self.cfg.distill
+            if d.head_bias_init is not None:
+                value = self.median_target(32) if d.head_bias_init == "auto" else float(d.head_bias_init)
+                last = [mod for mod in student.head.modules() if isinstance(mod, nn.Conv2d)][-1]
+                nn.init.constant_(last.bias, value)
+                print(f"[distill] head bias initialised to {value:.4f} (canonical inverse depth)", flush=True)
             if d.teacher and d.init_encoder_from_teacher:
                 self.init_report = init_encoder_from_teacher(student, d.teacher)
                 print(f"[distill] encoder initialised from {d.teacher}: {self.init_report[0]} of "
@@ -146,6 +154,21 @@ class DistillTask:
 
     def dataset(self) -> torch.utils.data.Dataset:
         return PretrainDataset(self.cfg)
+
+    def median_target(self, n: int) -> float:
+        """Median canonical inverse depth C* = f/(W D) over the valid trusted pixels of training items 0..n-1."""
+        ds = self.dataset()
+        values = []
+        for i in range(n):
+            it = ds[i]
+            if not bool(it["trusted"]):
+                continue
+            d = it["depth"][it["valid"]]
+            if d.numel():
+                values.append(float(it["fx"]) / (it["image"].shape[-1] * d))
+        if not values:
+            return 0.3
+        return float(torch.cat(values).median())
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_items(items)

@@ -1,6 +1,6 @@
 """Pseudo-labelling: run a pretrained teacher over a dataset and write shards of pseudo-depth + confidence.
 
-Data: any list of folder datasets, shard sets, or the embedded renderer (``render:N[:SEED[:WxH]]``), read in a
+Data: any list of folder datasets, shard sets, or the embedded renderer (``render:N[:SEED[:WxH[:KINDS]]]``), read in a
 fixed order (sample i of the concatenation). The samples are cut into consecutive blocks of ``shard_size``;
 block j is written by rank ``j mod world_size`` as ``<out>/pl<j:06d>-000000.tar`` plus its
 ``pl<j:06d>-index.json``. The index file is written last (atomically), so it marks a complete block: a
@@ -76,18 +76,20 @@ class PseudoLabelConfig:
 
 
 def parse_data_spec(spec: str) -> SourceConfig:
-    """``render:N[:SEED[:WxH]]``, a shard set (directory of ``.tar``, a ``.tar`` or a glob) or a folder dataset."""
+    """``render:N[:SEED[:WxH[:KIND,KIND...]]]`` (the embedded mixture, optionally restricted to some source
+    kinds), a shard set (directory of ``.tar``, a ``.tar`` or a glob) or a folder dataset."""
     if spec.startswith("render:"):
         parts = spec.split(":")[1:]
         try:
             n = int(parts[0])
             seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-            size = [int(v) for v in parts[2].lower().split("x")] if len(parts) > 2 else None
+            size = [int(v) for v in parts[2].lower().split("x")] if len(parts) > 2 and parts[2] else None
+            kinds = [k for k in parts[3].split(",") if k] if len(parts) > 3 else None
         except (ValueError, IndexError) as exc:
-            raise ConfigError(f"--data {spec!r}: expected render:N[:SEED[:WxH]]") from exc
-        if n < 1:
-            raise ConfigError(f"--data {spec!r}: N must be >= 1")
-        return SourceConfig(kind="render", num_samples=n, seed=seed, render_size=size)
+            raise ConfigError(f"--data {spec!r}: expected render:N[:SEED[:WxH[:KIND,...]]]") from exc
+        if n < 1 or (size is not None and len(size) != 2):
+            raise ConfigError(f"--data {spec!r}: expected render:N[:SEED[:WxH[:KIND,...]]] with N >= 1")
+        return SourceConfig(kind="render", num_samples=n, seed=seed, render_size=size, sources=kinds)
     p = Path(spec)
     from metricanything.data.folder import is_folder_dataset
 

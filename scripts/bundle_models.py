@@ -1,0 +1,310 @@
+"""Tooling for the bundled default weights (used by ``scripts/train_bundled.sh``).
+
+Subcommands:
+
+* ``plan --config C --minutes M [--set k=v ...]``: calibrate the training config (a few real steps) and print
+  the number of steps that fits in M minutes (the training itself is run with ``metricanything pretrain`` /
+  ``distill --set train.steps=N``).
+* ``install --kind teacher|student --run RUN [--dest DIR]``: copy ``RUN/model`` into the package as fp16
+  safetensors + ``config.json`` (the card inside points to MODEL_CARD.md), and check that the fp16 weights
+  reproduce the fp32 model's depth.
+* ``card --kind K --run RUN --dest DIR --eval DIR ... --command CMD ...``: write ``MODEL_CARD.md`` and
+  ``training.json`` next to the installed weights from the run's summary and the ``metricanything eval``
+  outputs (``metrics.json``), plus a FoV-head check for the student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metricanything.atomic import atomic_path, write_text_atomic
+
+LICENCE = "Apache-2.0"
+MAX_TOTAL_BYTES = 40 * 1024 * 1024
+DEFAULT_DEST = Path(__file__).resolve().parents[1] / "src" / "metricanything" / "assets" / "models"
+TRAINING_DATA = (
+    "Synthetic data only: scenes ray-cast by the project's embedded renderer (procedural indoor rooms and "
+    "street scenes made of planes, boxes, spheres and cylinders with procedural textures) and passed through "
+    "its simulated sensors (exact renders, LiDAR, time-of-flight, structured light, stereo, SfM points and MVS "
+    "depth with untrusted scale), written by `metricanything render`. No real photograph and no public "
+    "dataset was used."
+)
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def cmd_plan(args: argparse.Namespace) -> int:
+    from metricanything.tasks.quickstart import plan_steps
+    from metricanything.train.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(max(1, cfg.train.threads or 1))
+    steps, plan = plan_steps(cfg, None, 60.0 * args.minutes, args.min_steps, args.max_steps)
+    print(json.dumps(plan), file=sys.stderr)
+    print(steps)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- install
+def _fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in model.state_dict().items():
+        t = v.detach().cpu()
+        if t.is_floating_point():
+            t = t.to(torch.float16)
+        out[k] = t.contiguous().clone()
+    return out
+
+
+def _probe(model: torch.nn.Module, kind: str) -> np.ndarray:
+    """Depth of a fixed held-out render (with a 1% prompt for the teacher), GT focal."""
+    from metricanything import api
+    from metricanything.data.render import render_sample
+
+    s = render_sample(31_337, size=(160, 120))
+    prompt = None
+    if kind == "teacher":
+        from metricanything.prompts.patterns import make_prompt
+
+        prompt = make_prompt("density:0.01", s.depth, s.valid, s.intrinsics, image=s.image, seed=0)
+    r = api.infer(model, s.image, intrinsics=s.intrinsics, prompt=prompt)
+    return np.where(r.valid, r.depth, np.nan)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from metricanything.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, model_kind
+
+    src = Path(args.run) / "model"
+    dest = Path(args.dest) if args.dest else DEFAULT_DEST / args.kind
+    model = from_pretrained(src).eval()
+    if model_kind(model) != args.kind:
+        raise SystemExit(f"{src} holds a {model_kind(model)}, not a {args.kind}")
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / WEIGHTS_NAME) as tmp:
+        save_file(_fp16_state(model), str(tmp), metadata={"format": "metricanything-checkpoint", "model_kind": args.kind,
+                                                          "dtype": "float16"})  # fmt: skip
+    config = json.loads((src / CONFIG_NAME).read_text(encoding="utf-8"))
+    config["card"] = {
+        "name": f"metricanything bundled {args.kind}",
+        "licence": LICENCE,
+        "weights_dtype": "float16 (loaded into float32 models by from_pretrained)",
+        "training_data": "synthetic renders only (see MODEL_CARD.md)",
+        "model_card": "MODEL_CARD.md",
+        "training_record": "training.json",
+    }
+    write_text_atomic(dest / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    reloaded = from_pretrained(dest).eval()
+    a, b = _probe(model, args.kind), _probe(reloaded, args.kind)
+    both = np.isfinite(a) & np.isfinite(b)
+    rel = float(np.nanmax(np.abs(a[both] - b[both]) / a[both])) if both.any() else math.nan
+    check = {"probe": "render_sample(31337, 160x120), GT focal" + (", density:0.01 prompt" if args.kind == "teacher" else ""),
+             "max_rel_depth_diff_fp16_vs_fp32": rel, "valid_pixels_compared": int(both.sum())}  # fmt: skip
+    write_text_atomic(dest / "fp16_check.json", json.dumps(check, indent=2) + "\n")
+    total = sum(p.stat().st_size for p in DEFAULT_DEST.rglob("*") if p.is_file()) if dest.parent == DEFAULT_DEST else 0
+    print(f"installed {args.kind} -> {dest} ({(dest / WEIGHTS_NAME).stat().st_size / 1e6:.2f} MB fp16; fp16 vs fp32 "
+          f"max relative depth difference {rel:.2e})")  # fmt: skip
+    if total > MAX_TOTAL_BYTES:
+        raise SystemExit(f"bundled models total {total / 2**20:.1f} MiB > 40 MiB: choose a smaller preset")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- card
+def _eval_tables(eval_dirs: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """(records, markdown) from ``metricanything eval`` output folders."""
+    records, lines = [], []
+    for d in eval_dirs:
+        p = Path(d) / "metrics.json"
+        if not p.is_file():
+            raise SystemExit(f"{p}: missing (run metricanything eval --out {d} first)")
+        m = json.loads(p.read_text(encoding="utf-8"))
+        bench = m["benchmark"]
+        cols = m["prompt_columns"]
+        rec = {"dir": str(d), "benchmark": bench["name"], "num_samples": m["num_samples"],
+               "focal_source": bench.get("focal_source"), "results": {}}  # fmt: skip
+        lines.append(f"**{bench['name']}** ({m['num_samples']} images, focal: {bench.get('focal_source')}, "
+                     f"alignment: {bench.get('alignment')}, {m.get('aggregation')} mean)\n")  # fmt: skip
+        header = "| model | prompt | AbsRel ↓ | RMSE (m) ↓ | δ1 ↑ |"
+        lines += [header, "|---|---|---|---|---|"]
+        for pred in m["predictors"]:
+            for col in cols:
+                h = (m["results"].get(pred, {}).get(col) or {}).get("headline") or {}
+                rec["results"].setdefault(pred, {})[col] = {k: h.get(k) for k in ("abs_rel", "rmse", "delta1")}
+                f = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+                lines.append(f"| {pred} | {col} | {f(h.get('abs_rel'))} | {f(h.get('rmse'))} | {f(h.get('delta1'))} |")
+        lines.append("")
+        records.append(rec)
+    return records, "\n".join(lines)
+
+
+def _fov_check(model_dir: Path, n: int = 32) -> dict[str, Any]:
+    """Mean |FoV error| of the student's FoV head on held-out renders (seeds 3,000,000 + i), no intrinsics given."""
+    from metricanything import api
+    from metricanything.data.render import render_sample
+
+    model = api.load_model(model_dir)
+    errs, rel_f = [], []
+    for i in range(n):
+        s = render_sample(3_000_000 + i, size=(160, 120))
+        r = api.infer(model, s.image)
+        errs.append(abs(r.intrinsics.fov_x - s.intrinsics.fov_x))
+        rel_f.append(abs(r.intrinsics.fx - s.intrinsics.fx) / s.intrinsics.fx)
+    return {"samples": n, "mean_abs_fov_error_deg": float(np.mean(errs)), "median_rel_focal_error": float(np.median(rel_f)),
+            "protocol": "render_sample(3_000_000 + i, 160x120), no intrinsics given, api.infer -> FoV head"}  # fmt: skip
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from metricanything import __version__
+    from metricanything.models.checkpoint import from_pretrained
+
+    run = Path(args.run)
+    dest = Path(args.dest) if args.dest else DEFAULT_DEST / args.kind
+    model = from_pretrained(dest)
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    config = json.loads((dest / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").is_file() else {}
+    train_cfg = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
+    fp16 = json.loads((dest / "fp16_check.json").read_text(encoding="utf-8")) if (dest / "fp16_check.json").is_file() else {}
+    records, tables = _eval_tables(args.eval)
+    fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
+    size = (dest / "model.safetensors").stat().st_size
+    record = {
+        "kind": args.kind,
+        "parameters": n_params,
+        "weights_bytes": size,
+        "weights_dtype": "float16",
+        "licence": LICENCE,
+        "training_data": TRAINING_DATA,
+        "commands": args.command,
+        "training_config_file": args.config,
+        "training_config_resolved": train_cfg,
+        "training_summary": summary,
+        "evaluation": records,
+        "fov_head_check": fov,
+        "fp16_check": fp16,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "metricanything_version": __version__,
+        "environment": f"Python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU(s), "
+        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}",
+    }
+    write_text_atomic(dest / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+    c = config["config"]
+    if args.kind == "teacher":
+        vit = c["vit"]
+        arch = (f"Prompt-conditioned teacher: ViT (embed {vit.get('embed_dim')}, {vit.get('depth')} blocks, patch "
+                f"{vit.get('patch_size')}) + DPT decoder (features {c.get('decoder_features')}) with a sparse-metric-"
+                f"prompt branch (hidden {c.get('prompt_hidden')}) at fusion levels {c.get('prompt_levels')}. Input "
+                f"resized to a {c.get('image_size')} px long side inside the network; output metric depth at the "
+                "input size. Works with a prompt (depth completion / super-resolution / fusion) and without one "
+                "(metric scale from the focal length).")  # fmt: skip
+        use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
+               "`metricanything finetune` as a starting point.")  # fmt: skip
+    else:
+        v = c["vit"]
+        vit_desc = v if isinstance(v, str) else f"embed {v.get('embed_dim')}, {v.get('depth')} blocks, patch 16"
+        arch = (f"Prompt-free student: Depth-Pro-like multi-resolution tiled encoder (one shared ViT, "
+                f"{vit_desc}, tile {c.get('tile_size')}, "
+                f"network input {4 * int(c.get('tile_size', 0))} px), 7-level fusion decoder (features "
+                f"{c.get('decoder_features')}), canonical inverse depth head"
+                + (", and a field-of-view head (focal length recovery)" if c.get("use_fov_head") else "") + ".")  # fmt: skip
+        use = "Default model of `metricanything infer` without a prompt (monocular metric depth + intrinsics)."
+    val = summary.get("val", {})
+    lines = [
+        f"# metricanything bundled {args.kind}",
+        "",
+        f"*Licence: {LICENCE}. Weights: fp16 safetensors ({size / 1e6:.2f} MB), {n_params:,} parameters. "
+        f"Created {record['created_utc']} with metricanything {__version__}.*",
+        "",
+        "## Architecture",
+        "",
+        arch,
+        "",
+        "## Training data — read this",
+        "",
+        TRAINING_DATA,
+        "",
+        "## How it was trained (exact commands)",
+        "",
+        "```bash",
+        *args.command,
+        "```",
+        "",
+        f"Config file: `{args.config}` (the fully resolved config is in `training.json`). Training ran "
+        f"{summary.get('step', '?')} steps in {summary.get('seconds_this_run', float('nan')):.0f} s; final loss "
+        f"{summary.get('final_loss', float('nan')):.4g}; held-out validation at the end: "
+        + (", ".join(f"{k} = {v:.4g}" for k, v in val.items()) or "n/a") + ".",
+        "",
+        "## Measured metrics (`metricanything eval`, run on these installed fp16 weights)",
+        "",
+        tables,
+    ]
+    if fov is not None:
+        lines += [
+            f"FoV head on {fov['samples']} held-out renders without intrinsics: mean |FoV error| "
+            f"{fov['mean_abs_fov_error_deg']:.2f}°, median relative focal error {fov['median_rel_focal_error']:.3f}.",
+            "",
+        ]
+    if fp16:
+        lines += [f"fp16 weights vs the fp32 training output: max relative depth difference "
+                  f"{fp16.get('max_rel_depth_diff_fp16_vs_fp32', float('nan')):.2e} on a probe image.", ""]  # fmt: skip
+    lines += [
+        "## Intended use",
+        "",
+        use + " It lets the package work offline out of the box and is a reference for what the project's own "
+        "commands produce with a small CPU budget.",
+        "",
+        "## Limitations",
+        "",
+        "- Tiny model, trained for minutes on synthetic scenes only: expect large errors on real photographs "
+        "(textures, lighting, objects and camera models it has never seen). Do not use it for safety-relevant "
+        "decisions. For real use, train or fine-tune on real RGB-D data with the same commands "
+        "(`metricanything pretrain` / `finetune` / `distill`) or load stronger checkpoints with `--model`.",
+        "- The synthetic benchmarks above are drawn from the same renderer as the training data (unseen seeds, "
+        "and for `synthetic_unseen_cameras` unseen camera models); they measure fit to that distribution, not "
+        "generalisation to the real world.",
+        "- Metric scale without a prompt comes from the focal length; a wrong focal gives proportionally wrong depth.",
+        "",
+    ]
+    write_text_atomic(dest / "MODEL_CARD.md", "\n".join(lines))
+    print(f"wrote {dest / 'MODEL_CARD.md'} and {dest / 'training.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plan", help="steps of a training config that fit in a time budget")
+    p.add_argument("--config", required=True)
+    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--min-steps", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=10**7)
+    p = sub.add_parser("install", help="install a run's model into the package as fp16")
+    p.add_argument("--kind", choices=("teacher", "student"), required=True)
+    p.add_argument("--run", required=True, help="training run folder (holds model/)")
+    p.add_argument("--dest", default=None, help="default: src/metricanything/assets/models/<kind>")
+    p = sub.add_parser("card", help="write MODEL_CARD.md and training.json")
+    p.add_argument("--kind", choices=("teacher", "student"), required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--dest", default=None)
+    p.add_argument("--config", required=True, help="the training config file used")
+    p.add_argument("--eval", action="append", default=[], metavar="DIR", help="metricanything eval --out folder")
+    p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

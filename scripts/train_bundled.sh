@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Train the bundled default teacher and student with the project's own commands, on its embedded
+# synthetic data, and install them into src/metricanything/assets/models/{teacher,student}/ as fp16
+# safetensors + config.json + MODEL_CARD.md + training.json (measured with `metricanything eval`).
+#
+#   BUNDLED_MINUTES=20 scripts/train_bundled.sh          # ~20 min of training per model (default 20)
+#
+# Environment knobs (defaults in brackets):
+#   BUNDLED_MINUTES  training wall-clock budget per model, minutes [20]; the step count is calibrated
+#   BUNDLED_WORK     work folder for the corpus, runs and evaluations [runs/bundled]
+#   BUNDLED_NUM      corpus size, all simulated source kinds [3000]
+#   BUNDLED_SIZE     corpus image size WxH [224x168]
+#   BUNDLED_PSEUDO   how many corpus samples get pseudo-labels [1000]
+#   BUNDLED_EVAL_N   images per evaluation benchmark [16]
+#   BUNDLED_WORKERS  render processes [2]
+#   BUNDLED_DEST     where the models are installed [src/metricanything/assets/models]
+#   BUNDLED_MIN_STEPS fewest training steps per model [10]
+#   PYTHON           interpreter [.venv/bin/python]
+# Runs from the repository root. Re-running re-trains from scratch (delete nothing by hand).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+PY="${PYTHON:-.venv/bin/python}"
+MINUTES="${BUNDLED_MINUTES:-20}"
+WORK="${BUNDLED_WORK:-runs/bundled}"
+NUM="${BUNDLED_NUM:-3000}"
+SIZE="${BUNDLED_SIZE:-224x168}"
+NPSEUDO="${BUNDLED_PSEUDO:-1000}"
+EVALN="${BUNDLED_EVAL_N:-16}"
+WORKERS="${BUNDLED_WORKERS:-2}"
+DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
+MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
+MA=("$PY" -m metricanything.cli)
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
+log() { echo "[train_bundled $(date -u +%H:%M:%S)] $*"; }
+COMMANDS=()
+quote() {  # shell-quote one word only when needed (readable commands in the model cards)
+  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@+%-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
+}
+run() {
+  local words=("metricanything") a
+  for a in "${@:4}"; do words+=("$(quote "$a")"); done
+  COMMANDS+=("${words[*]}"); log "${words[*]}"; "$@"
+}
+
+case "$WORK" in ""|/|.|..) echo "refusing BUNDLED_WORK=$WORK" >&2; exit 2 ;; esac
+rm -rf "$WORK"
+mkdir -p "$WORK"
+SRC=rendered,lidar,tof,structured_light,stereo,sfm,mvs
+
+# 1. the corpus
+run "${MA[@]}" render --out "$WORK/corpus" --num "$NUM" --seed 0 --size "$SIZE" --sources "$SRC" \
+    --workers "$WORKERS" --no-progress
+
+# 2. the teacher: steps calibrated to the budget, then `metricanything pretrain`
+TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
+TSTEPS=$("$PY" scripts/bundle_models.py plan --config configs/teacher_bundled.yaml --minutes "$MINUTES" \
+    --min-steps "$MINSTEPS" "${TSET[@]}")
+log "teacher: $TSTEPS steps for $MINUTES min"
+run "${MA[@]}" pretrain --config configs/teacher_bundled.yaml "${TSET[@]}" --set "train.steps=$TSTEPS" \
+    --set train.progress=false
+
+# 3. pseudo-labels of the corpus
+run "${MA[@]}" pseudo-label --teacher "$WORK/teacher/model" --data "$WORK/corpus" --out "$WORK/pseudo" \
+    --limit "$NPSEUDO" --shard-size 250 --no-progress
+
+# 4. the student (with its FoV head), encoder from the teacher
+SSET=(--set "out_dir=$WORK/student" --set "distill.teacher=$WORK/teacher/model"
+      --set "data.sources=[{kind: shards, path: \"$WORK/pseudo\"}]")
+SSTEPS=$("$PY" scripts/bundle_models.py plan --config configs/student_bundled.yaml --minutes "$MINUTES" \
+    --min-steps "$MINSTEPS" "${SSET[@]}")
+log "student: $SSTEPS steps for $MINUTES min"
+run "${MA[@]}" distill --config configs/student_bundled.yaml "${SSET[@]}" --set "train.steps=$SSTEPS" \
+    --set train.progress=false
+
+# 5. install as fp16 into the package
+"$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
+"$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
+
+# 6. measure the installed weights with `metricanything eval`
+BASE=(baseline:nearest baseline:linear baseline:ipbasic baseline:prompt_median)
+sed 's/^focal_source: gt/focal_source: predicted/; s/^description: /description: (focal predicted by the model) /' \
+    configs/benchmarks/synthetic_indoor.yaml > "$WORK/synthetic_indoor_predicted_focal.yaml"
+TEVAL=() SEVAL=()
+for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
+  run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
+      --prompt points:500 density:0.01 lidar:16 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
+  run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
+      --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
+  run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
+      --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
+  TEVAL+=(--eval "$WORK/eval/teacher_${b}_prompted" --eval "$WORK/eval/teacher_${b}_free")
+  SEVAL+=(--eval "$WORK/eval/student_${b}")
+done
+run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
+    --limit "$EVALN" --quiet --prompt none --compare baseline:train_median --out "$WORK/eval/student_predicted_focal"
+SEVAL+=(--eval "$WORK/eval/student_predicted_focal")
+
+# 7. model cards (exact commands, config, measured metrics, licence) + training.json
+TC=() SC=()
+for c in "${COMMANDS[@]}"; do
+  case "$c" in
+    *" distill "*|*"--model $DEST/student"*|*"student_predicted"*) SC+=(--command "$c") ;;
+    *" render "*|*" pretrain "*|*" pseudo-label "*) TC+=(--command "$c"); SC+=(--command "$c") ;;
+    *) TC+=(--command "$c") ;;
+  esac
+done
+"$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
+    --config configs/teacher_bundled.yaml "${TEVAL[@]}" "${TC[@]}"
+"$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
+    --config configs/student_bundled.yaml "${SEVAL[@]}" "${SC[@]}"
+du -sh "$DEST"/*
+log "done: $DEST/{teacher,student}"
