@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--robust-steps", type=int, default=None, help="steps of each robustness teacher (default 300)")
     ap.add_argument("--pseudo-samples", type=int, default=None, help="images pseudo-labelled (default 384)")
     ap.add_argument("--heldout", type=int, default=None, help="held-out views (default 64)")
+    ap.add_argument("--robust-space", default=None, choices=("log", "inverse", "depth"),
+                    help="residual space of the robustness runs (default: the teacher config's, log)")
     ap.add_argument("--skip", action="append", default=[], choices=("teacher", "student", "robust"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -205,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                   "data.label_outlier_fraction=0.1", "data.label_outlier_sources=['*']",
                   "data.sources=[{kind: render, render_size: [160, 120], sources: [rendered]}]",
                   "train.val_every=0", "train.image_every=0"]
+            ov += [f"loss.space={args.robust_space}"] if args.robust_space else []
             cfg = load_config("configs/teacher_tiny.yaml", ov)
             _log(f"robustness ({name} MAE, trim {trim}): {robust_steps} steps, 10% gross label outliers")
             t0 = time.perf_counter()
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{name}_mae_abs_rel_1pct"] = ev["teacher_abs_rel_1pct"]
             results[f"{name}_mae_abs_rel_noprompt"] = ev["teacher_abs_rel_noprompt"]
             results[f"{name}_minutes"] = (time.perf_counter() - t0) / 60
+            results["robust_loss_space"] = cfg.loss.space
 
     results["total_minutes"] = (time.perf_counter() - t_all) / 60
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))

@@ -164,6 +164,27 @@ def _fov_check(model_dir: Path, n: int = 32) -> dict[str, Any]:
             "protocol": "render_sample(3_000_000 + i, 160x120), no intrinsics given, api.infer -> FoV head"}  # fmt: skip
 
 
+def _prompt_fidelity(model_dir: Path, n: int = 8, points: int = 500) -> dict[str, Any]:
+    """Median relative error of the teacher's depth at its own prompt pixels (``points:500`` from the GT of
+    held-out 320x240 renders, seeds 4,000,000 + i, GT focal): how closely it honours sparse metric depth."""
+    from metricanything import api
+    from metricanything.data.render import render_sample
+    from metricanything.prompts.patterns import make_prompt
+
+    model = api.load_model(model_dir)
+    per_image = []
+    for i in range(n):
+        s = render_sample(4_000_000 + i, size=(320, 240))
+        prompt = make_prompt(f"points:{points}", s.depth, s.valid, s.intrinsics, image=s.image, seed=i)
+        depth, mask = prompt.to_map()
+        r = api.infer(model, s.image, intrinsics=s.intrinsics, prompt=prompt)
+        m = mask & r.valid
+        per_image.append(float(np.median(np.abs(r.depth[m] - depth[m]) / depth[m])))
+    return {"samples": n, "points": points, "median_rel_err_at_prompts": float(np.median(per_image)),
+            "per_image": per_image,
+            "protocol": "render_sample(4_000_000 + i, 320x240), points:500 from the GT, GT intrinsics, api.infer"}  # fmt: skip
+
+
 def cmd_card(args: argparse.Namespace) -> int:
     from metricanything import __version__
     from metricanything.models.checkpoint import from_pretrained
@@ -178,6 +199,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     fp16 = json.loads((dest / "fp16_check.json").read_text(encoding="utf-8")) if (dest / "fp16_check.json").is_file() else {}
     records, tables = _eval_tables(args.eval)
     fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
+    fidelity = _prompt_fidelity(dest) if args.kind == "teacher" else None
     size = (dest / "model.safetensors").stat().st_size
     record = {
         "kind": args.kind,
@@ -192,6 +214,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         "training_summary": summary,
         "evaluation": records,
         "fov_head_check": fov,
+        "prompt_fidelity": fidelity,
         "fp16_check": fp16,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "metricanything_version": __version__,
@@ -240,6 +263,10 @@ def cmd_card(args: argparse.Namespace) -> int:
         *args.command,
         "```",
         "",
+        "All run by `scripts/train_bundled.sh` (BUNDLED_MINUTES per model): `train.steps` was set from a wall-clock "
+        "budget by `scripts/bundle_models.py plan` (a few timed steps), the fp32 training output was converted to "
+        "fp16 by `scripts/bundle_models.py install`, and this card written by `scripts/bundle_models.py card`.",
+        "",
         f"Config file: `{args.config}` (the fully resolved config is in `training.json`). Training ran "
         f"{summary.get('step', '?')} steps in {summary.get('seconds_this_run', float('nan')):.0f} s; final loss "
         f"{summary.get('final_loss', float('nan')):.4g}; held-out validation at the end: "
@@ -253,6 +280,13 @@ def cmd_card(args: argparse.Namespace) -> int:
         lines += [
             f"FoV head on {fov['samples']} held-out renders without intrinsics: mean |FoV error| "
             f"{fov['mean_abs_fov_error_deg']:.2f}°, median relative focal error {fov['median_rel_focal_error']:.3f}.",
+            "",
+        ]
+    if fidelity is not None:
+        lines += [
+            f"Prompt fidelity: with {fidelity['points']} GT points as prompt on {fidelity['samples']} held-out "
+            f"320x240 renders, the median relative error of the output at the prompt pixels is "
+            f"{fidelity['median_rel_err_at_prompts']:.3f} (median over images).",
             "",
         ]
     if fp16:
@@ -302,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", action="append", default=[], metavar="DIR", help="metricanything eval --out folder")
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card}[args.cmd](args)
 
 

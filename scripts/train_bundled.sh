@@ -15,6 +15,8 @@
 #   BUNDLED_WORKERS  render processes [2]
 #   BUNDLED_DEST     where the models are installed [src/metricanything/assets/models]
 #   BUNDLED_MIN_STEPS fewest training steps per model [10]
+#   BUNDLED_THREADS  torch intra-op threads of every command [1]; the training configs also use 1 thread +
+#                    1 loader worker (on a shared 2-core CPU, 2 threads per process measured 5-10x slower)
 #   PYTHON           interpreter [.venv/bin/python]
 # Runs from the repository root. Re-running re-trains from scratch (delete nothing by hand).
 set -euo pipefail
@@ -32,6 +34,7 @@ DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
 MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
 MA=("$PY" -m metricanything.cli)
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
+export OMP_NUM_THREADS="${BUNDLED_THREADS:-1}" OPENBLAS_NUM_THREADS="${BUNDLED_THREADS:-1}"
 log() { echo "[train_bundled $(date -u +%H:%M:%S)] $*"; }
 COMMANDS=()
 quote() {  # shell-quote one word only when needed (readable commands in the model cards)

@@ -54,6 +54,7 @@ def test_install_writes_fp16_weights_that_reproduce_the_fp32_model(tmp_path, bun
         bundle.main(["install", "--kind", "student", "--run", str(run), "--dest", str(tmp_path / "s")])
 
 
+@pytest.mark.slow
 def test_card_records_commands_data_and_metrics(tmp_path, bundle):
     run = _run_dir(tmp_path)
     dest = tmp_path / "assets" / "teacher"
@@ -78,6 +79,9 @@ def test_card_records_commands_data_and_metrics(tmp_path, bundle):
     assert record["parameters"] == sum(p.numel() for p in from_pretrained(dest).parameters())
     assert record["evaluation"][0]["results"]["baseline:linear"]["points:500"]["abs_rel"] == 0.03
     assert record["training_summary"]["step"] == 3
+    fid = record["prompt_fidelity"]
+    assert fid["points"] == 500 and len(fid["per_image"]) == fid["samples"] and fid["median_rel_err_at_prompts"] >= 0
+    assert "Prompt fidelity" in card
     with pytest.raises(SystemExit, match="missing"):
         bundle.main(["card", "--kind", "teacher", "--run", str(run), "--dest", str(dest), "--config", "c.yaml",
                      "--eval", str(tmp_path / "nope")])  # fmt: skip

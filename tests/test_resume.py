@@ -84,6 +84,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     for pid, st in sa["optimizer"]["state"].items():
         assert torch.equal(st["exp_avg_sq"], sb["optimizer"]["state"][pid]["exp_avg_sq"])
     assert len(list_checkpoints(killed)) == 2  # keep_last
+    # the JSON-lines log of the resumed run has each logged step once (records after the checkpoint are redone)
+    log = [json.loads(line) for line in (killed / "log.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in log if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == STEPS
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path: Path) -> None:

@@ -72,9 +72,28 @@ def test_zero_init_prompt_branch_makes_output_prompt_independent(teacher: Teache
         b = teacher.forward_with_aux(x, pd2, pm2)
         c = teacher.forward_with_aux(x, f_px=40.0)
     assert torch.equal(a["residual"], b["residual"]) and torch.equal(a["residual"], c["residual"])
-    # the prompt only sets the reference scale: ln(median prompt depth)
+    # the prompt only sets the reference: ln(median prompt depth) + the push-pull fill of the prompt
+    from metricanything.models.dpt import push_pull_fill
+    from metricanything.prompts.encoding import encode_prompt
+
     med = torch.stack([pd1[i][pm1[i]].median() for i in range(2)])
     assert torch.allclose(a["log_ref"], torch.log(med), atol=1e-6)
+    enc = encode_prompt(pd1, pm1)
+    fill = push_pull_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5)
+    expected = med.view(2, 1, 1, 1) * torch.exp(fill + a["residual"])
+    assert torch.allclose(a["depth"], expected, rtol=1e-5)
+    # at prompted pixels the reference is the prompt itself: depth / z = exp(residual) there
+    assert torch.allclose((a["depth"] / torch.exp(a["residual"]))[pm1], pd1[pm1], rtol=1e-5)
+
+
+def test_scalar_reference_uses_only_the_median_prompt_depth() -> None:
+    torch.manual_seed(0)
+    model = Teacher(teacher_config("test", prompt_reference="scalar")).eval()
+    x = torch.randn(2, 3, 37, 53)
+    pd, pm = _prompt(2, 37, 53, seed=1)
+    with torch.no_grad():
+        a = model.forward_with_aux(x, pd, pm)
+    med = torch.stack([pd[i][pm[i]].median() for i in range(2)])
     assert torch.allclose(a["depth"], med.view(2, 1, 1, 1) * torch.exp(a["residual"]), rtol=1e-5)
 
 

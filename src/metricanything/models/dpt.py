@@ -82,6 +82,36 @@ def masked_pool(
     return pooled, den, mask
 
 
+#: pyramid depth of :func:`push_pull_fill` (2**12 = 4096 px: any practical image reaches one cell)
+FILL_LEVELS = 12
+
+
+def push_pull_fill(value: torch.Tensor, mask: torch.Tensor, levels: int = FILL_LEVELS) -> torch.Tensor:
+    """Dense fill of a sparse map (B x 1 x H x W) by push-pull interpolation; exact at observed pixels.
+
+    Push: ``levels`` rounds of 2 x 2 masked sum-pooling (ceil mode), giving per cell the sum of observed
+    values ``S`` and the count ``N``. Pull, coarse to fine: each level's fill is
+    ``a * S / N + (1 - a) * up(coarser fill)`` with ``a = min(N, 1)`` and ``up`` bilinear
+    (``align_corners=False``) to that level's size. So a cell with an observation keeps its (mean) observed
+    value, an empty cell takes the smoothly upsampled coarser estimate, and at full resolution every observed
+    pixel returns its own value exactly. An all-empty sample fills with 0. The loop length is fixed, so the
+    function traces/exports with dynamic H and W.
+    """
+    observed = mask.to(torch.bool)
+    w = observed.to(value.dtype)
+    v = torch.where(observed, value, torch.zeros_like(value))
+    sums, counts = [v], [w]
+    for _ in range(levels):
+        sums.append(F.avg_pool2d(sums[-1], 2, stride=2, ceil_mode=True, divisor_override=1))
+        counts.append(F.avg_pool2d(counts[-1], 2, stride=2, ceil_mode=True, divisor_override=1))
+    fill = sums[-1] / counts[-1].clamp(min=1.0)
+    for s, n in zip(reversed(sums[:-1]), reversed(counts[:-1]), strict=True):
+        up = F.interpolate(fill, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        a = n.clamp(max=1.0)
+        fill = a * (s / n.clamp(min=1.0)) + (1.0 - a) * up
+    return fill
+
+
 def prompt_pyramid(features: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
     """Masked-pool encoded prompt features (B x 2 x H x W: value, mask) to each size; returns B x 2 x h x w maps.
 

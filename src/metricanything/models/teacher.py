@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metricanything.errors import ConfigError, InvalidInputError
-from metricanything.models.dpt import DPTDecoder, masked_pool
+from metricanything.models.dpt import DPTDecoder, masked_pool, push_pull_fill
 from metricanything.models.vit import VisionTransformer, ViTConfig, load_backbone_weights, vit_config
 from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
 
@@ -49,6 +49,9 @@ class TeacherConfig:
         prompt_levels: fusion levels (0 = finest) that receive the prompt.
         image_size: long side (pixels) every input is resized to before the ViT (aspect kept, then padded to a
             patch multiple); ``None`` keeps the input size (only padding).
+        prompt_reference: ``"fill"`` (presets): the reference log depth is a per-pixel push-pull fill of the
+            prompt (:func:`~metricanything.models.dpt.push_pull_fill`), so prompted pixels start exact and the
+            network predicts corrections; ``"scalar"``: one reference per image (the median prompt depth).
         name: preset name, informational.
     """
 
@@ -61,9 +64,12 @@ class TeacherConfig:
     prompt_hidden: int = 32
     prompt_levels: tuple[int, ...] = (0, 1, 2, 3)
     image_size: int | None = 518
+    prompt_reference: str = "scalar"
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        if self.prompt_reference not in ("scalar", "fill"):
+            raise ConfigError(f"TeacherConfig.prompt_reference must be 'scalar' or 'fill', got {self.prompt_reference!r}")
         if len(self.hook_indices) != 4:
             raise ConfigError(f"TeacherConfig.hook_indices needs 4 block indices, got {self.hook_indices}")
         if len(self.reassemble_channels) != 4:
@@ -119,7 +125,7 @@ def teacher_config(name: str, **overrides) -> TeacherConfig:
     """Preset teacher configuration: ``test``, ``tiny``, ``small``, ``base``, ``large`` or ``huge_plus``."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown teacher preset {name!r}; choose one of {sorted(_PRESETS)}")
-    kw = {**_PRESETS[name], "name": name, **overrides}
+    kw = {**_PRESETS[name], "name": name, "prompt_reference": "fill", **overrides}
     if isinstance(kw["vit"], str):
         kw["vit"] = vit_config(kw["vit"])
     kw.setdefault("hook_indices", default_hook_indices(kw["vit"].depth))
@@ -205,7 +211,8 @@ class Teacher(nn.Module):
         f_px: torch.Tensor | float | None = None,
         encoded: EncodedPrompt | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Like :meth:`forward`, returning ``depth``, ``log_depth`` (= ``log_ref`` + ``residual``), ``log_ref``
+        """Like :meth:`forward`, returning ``depth``, ``log_depth`` (= ``log_ref`` + ``residual`` [+ the prompt's
+        push-pull fill with ``prompt_reference="fill"``]), ``log_ref``
         (B, float32), ``residual`` (B x 1 x H x W network output) and ``has_prompt`` (B, bool).
 
         ``encoded`` may be passed instead of ``prompt_depth``/``prompt_mask`` (an already encoded prompt).
@@ -254,6 +261,9 @@ class Teacher(nn.Module):
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
+        if self.config.prompt_reference == "fill" and encoded is not None:
+            feats_in = encoded.features.to(log_depth.device, torch.float32)
+            log_depth = log_depth + push_pull_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5)
         return {
             "depth": torch.exp(log_depth),
             "log_depth": log_depth,

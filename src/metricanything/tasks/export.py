@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metricanything.errors import CheckpointError, InvalidInputError, MetricAnythingError
+from metricanything.models.dpt import push_pull_fill
 from metricanything.models.student import INVERSE_DEPTH_CLAMP, Student, fov_to_focal
 from metricanything.models.teacher import Teacher
 
@@ -242,7 +243,10 @@ class TeacherExportWrapper(nn.Module):
             prompt = F.pad(torch.cat([v, pm.to(v.dtype)], dim=1), (0, wp - ws, 0, hp - hs))
         residual = self._decode(tokens, (hp, wp), prompt)[..., :hs, :ws]
         residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False).float()
-        return torch.exp(residual + log_ref.view(b, 1, 1, 1))
+        log_depth = residual + log_ref.view(b, 1, 1, 1)
+        if cfg.prompt_reference == "fill":  # zero for samples without prompt points
+            log_depth = log_depth + push_pull_fill(feats_full[:, :1].float(), feats_full[:, 1:2] > 0.5)
+        return torch.exp(log_depth)
 
     def _decode(self, tokens: list[Tensor], out_size: tuple[Any, Any], prompt: Tensor | None) -> Tensor:
         """``DPTDecoder.forward`` with :func:`masked_pool_traceable` for the prompt pyramid."""

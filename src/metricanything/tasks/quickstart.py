@@ -299,9 +299,9 @@ def plan_steps(
 ) -> tuple[int, dict[str, Any]]:
     """How many steps of ``cfg`` fit in ``budget_s`` seconds (calibration and end-of-run work included).
 
-    ``steps = floor((budget - calibration - overhead) / seconds_per_step)`` clamped to ``[min_steps,
-    max_steps]``, where overhead = 5% of the budget + 3 s + the final validation (one step's time per batch of
-    ``data.val_samples``). Returns (steps, plan facts).
+    ``steps = floor((budget - calibration - overhead) / (SAFETY x seconds_per_step))`` clamped to
+    ``[min_steps, max_steps]``, where overhead = 5% of the budget + 3 s + the final validation (one step's time
+    per batch of ``data.val_samples``). Returns (steps, plan facts).
     """
     task_cls = task_cls or task_class_for(cfg)
     t = time.perf_counter()

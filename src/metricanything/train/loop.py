@@ -352,6 +352,7 @@ class Logger:
         self.jsonl = out / "log.jsonl"
         if not self.enabled:
             return
+        self._trim_jsonl(start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -362,6 +363,20 @@ class Logger:
             from tqdm import tqdm
 
             self.bar = tqdm(total=cfg.train.steps, initial=start_step, unit="step", dynamic_ncols=True, desc=cfg.stage)
+
+    def _trim_jsonl(self, start_step: int) -> None:
+        """A fresh run starts an empty log; a resumed one keeps only records up to its checkpoint's step."""
+        if not self.jsonl.is_file():
+            return
+        kept = []
+        if start_step > 0:
+            for line in self.jsonl.read_text(encoding="utf-8").splitlines():
+                try:
+                    if int(json.loads(line).get("step", 0)) <= start_step:
+                        kept.append(line)
+                except (ValueError, AttributeError):
+                    continue
+        write_text_atomic(self.jsonl, "".join(f"{line}\n" for line in kept))
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         if not self.enabled:

@@ -54,12 +54,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.seed = cfg.seed if seed is None else seed
         self.mixture = Mixture(cfg.data.sources if sources is None else sources, self.seed)
         self.augment = cfg.data.augment if augment is None else augment
+        # label corruption is a property of the training labels only; held-out data stays clean
+        self.corrupt = sources is None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         cfg = self.cfg
         sample, s = self.mixture.get(index)
         outliers = None
-        if cfg.data.label_outlier_fraction > 0 and _sensor_selected(sample.sensor, cfg.data.label_outlier_sources):
+        if (self.corrupt and cfg.data.label_outlier_fraction > 0
+                and _sensor_selected(sample.sensor, cfg.data.label_outlier_sources)):
             sample, outliers = corrupt_labels(sample, cfg.data.label_outlier_fraction, item_rng(self.seed, index, _STREAM_LABELS))
         if not sample.metric_scale_trusted and cfg.prompts.prior == "oracle":
             aligned = oracle_align(sample, cfg.prompts.oracle_noise, item_rng(self.seed, index, _STREAM_PREP))
@@ -76,7 +79,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             pd, pm = prompt.to_map()
             item["prompt_depth"] = torch.from_numpy(np.where(pm, pd, 0).astype(np.float32))[None]
             item["prompt_mask"] = torch.from_numpy(pm.astype(bool))[None]
-        del outliers
+        del outliers  # (the mask of corrupted pixels is not needed for training)
         return item
 
 
