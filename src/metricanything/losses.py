@@ -10,7 +10,7 @@ residual is measured. All reductions are "per image, then mean over images"; an 
 valid pixel contributes nothing (it is skipped, not counted as zero); if no image in the batch has a valid
 pixel the loss is a zero that still carries the graph (so DDP / backward work unchanged).
 
-Formulas are in ``docs/design/training.md``.
+Formulas are in ``docs/design.md``.
 """
 
 from __future__ import annotations

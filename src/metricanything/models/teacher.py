@@ -1,6 +1,6 @@
 """The prompt-conditioned teacher: ViT encoder + DPT decoder with a sparse-metric-prompt branch.
 
-Output parameterisation (see ``docs/design/models-teacher.md``)::
+Output parameterisation (see ``docs/design.md``)::
 
     enc = encode_prompt(prompt_depth, prompt_mask)          # [m (ln z - ln s), m], ln s = ln median prompt depth
     r   = enc.log_scale            where the sample has prompt points

@@ -2,7 +2,7 @@
 
 A spec is ``base[:arg][+modifier:value]...``, e.g. ``lidar:16``, ``downsample:8``, ``points:500+noise:0.05``.
 :func:`make_prompt` builds a :class:`Prompt` from ground truth (depth + validity, optional intrinsics and
-image). Base patterns (full definitions in ``docs/design/prompts.md``):
+image). Base patterns (full definitions in ``docs/design.md``):
 
 * ``points:N`` - N valid pixels drawn uniformly without replacement (all of them if fewer than N).
 * ``density:F`` - round(F * n_valid) valid pixels drawn uniformly (at least 1), 0 < F <= 1.

@@ -1,7 +1,7 @@
 """Prompt preparation against a metric *prior*: PDSA (scale alignment) and GMDR (deviation rejection).
 
 The paper names these steps but its definitions were not available; this is the project's documented
-interpretation (``docs/design/prompts.md``). Both are parameter-free (no learning) and work against any
+interpretation (``docs/design.md``). Both are parameter-free (no learning) and work against any
 prior, i.e. any callable ``image -> metric depth H x W`` (:class:`PriorFn`; the project's own student once it
 exists, or a precomputed array).
 

@@ -15,7 +15,7 @@ submodules and weights and reproduce their math with traceable ops:
 
 Both wrappers are checked against the models' own ``forward`` / ``infer`` (``tests/test_export.py``). The ONNX
 file is produced by the ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``) and written
-atomically. See ``docs/design/export.md`` for the input/output contract and known limits.
+atomically. See ``docs/design.md`` for the input/output contract and known limits.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``LOADERS[name](root, split=None, **options)`` returns an iterable of samples (layout problems raise
 :class:`~metricanything.errors.DatasetError` at once; per-file problems raise
 :class:`~metricanything.errors.InputFileError` naming the file when that sample is read).
-Conventions per dataset are in each module's docstring and in ``docs/design/data-formats.md``.
+Conventions per dataset are in each module's docstring and in ``docs/design.md``.
 """
 
 from __future__ import annotations
