@@ -89,26 +89,27 @@ FILL_LEVELS = 12
 def push_pull_fill(value: torch.Tensor, mask: torch.Tensor, levels: int = FILL_LEVELS) -> torch.Tensor:
     """Dense fill of a sparse map (B x 1 x H x W) by push-pull interpolation; exact at observed pixels.
 
-    Push: ``levels`` rounds of 2 x 2 masked sum-pooling (ceil mode), giving per cell the sum of observed
-    values ``S`` and the count ``N``. Pull, coarse to fine: each level's fill is
-    ``a * S / N + (1 - a) * up(coarser fill)`` with ``a = min(N, 1)`` and ``up`` bilinear
-    (``align_corners=False``) to that level's size. So a cell with an observation keeps its (mean) observed
-    value, an empty cell takes the smoothly upsampled coarser estimate, and at full resolution every observed
-    pixel returns its own value exactly. An all-empty sample fills with 0. The loop length is fixed, so the
-    function traces/exports with dynamic H and W.
+    Push: ``levels`` rounds of 2 x 2 average pooling (ceil mode) of the masked values ``S`` and of the mask
+    ``N``; both share each window's divisor, so ``S / N`` is a (near-uniformly) weighted mean of the observed
+    values under the cell and ``N > 0`` says whether the cell saw any. Pull, coarse to fine: a cell with
+    ``N > 0`` keeps ``S / N``, an empty cell takes the bilinearly upsampled (``align_corners=False``) coarser
+    fill. At full resolution every observed pixel returns its own value exactly; an all-empty sample fills
+    with 0. Plain average pooling (no ``divisor_override``, which ONNX ``AveragePool`` cannot express) and a
+    fixed loop length keep the function exportable with dynamic H and W.
     """
     observed = mask.to(torch.bool)
     w = observed.to(value.dtype)
     v = torch.where(observed, value, torch.zeros_like(value))
     sums, counts = [v], [w]
     for _ in range(levels):
-        sums.append(F.avg_pool2d(sums[-1], 2, stride=2, ceil_mode=True, divisor_override=1))
-        counts.append(F.avg_pool2d(counts[-1], 2, stride=2, ceil_mode=True, divisor_override=1))
-    fill = sums[-1] / counts[-1].clamp(min=1.0)
+        sums.append(F.avg_pool2d(sums[-1], 2, stride=2, ceil_mode=True))
+        counts.append(F.avg_pool2d(counts[-1], 2, stride=2, ceil_mode=True))
+    n_top = counts[-1]
+    fill = torch.where(n_top > 0, sums[-1] / torch.where(n_top > 0, n_top, torch.ones_like(n_top)), torch.zeros_like(n_top))
     for s, n in zip(reversed(sums[:-1]), reversed(counts[:-1]), strict=True):
         up = F.interpolate(fill, size=s.shape[-2:], mode="bilinear", align_corners=False)
-        a = n.clamp(max=1.0)
-        fill = a * (s / n.clamp(min=1.0)) + (1.0 - a) * up
+        seen = n > 0
+        fill = torch.where(seen, s / torch.where(seen, n, torch.ones_like(n)), up)
     return fill
 
 
