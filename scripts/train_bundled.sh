@@ -87,7 +87,7 @@ sed 's/^focal_source: gt/focal_source: predicted/; s/^description: /description:
 TEVAL=() SEVAL=()
 for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
   run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
-      --prompt points:500 density:0.01 lidar:16 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
+      --prompt points:500 downsample:8 lidar:16 extreme:5 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
   run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
       --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
   run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \

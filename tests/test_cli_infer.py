@@ -110,3 +110,31 @@ def test_missing_input_and_bad_prompt_are_clear_errors(tmp_path, teacher_dir, ca
                  "--prompt", str(tmp_path / "bad.npy"), "--quiet"])
     assert code == 1
     assert "bad.npy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [900_000, 900_001, 900_004])
+def test_bundled_teacher_honours_a_500_point_prompt(tmp_path, seed, capsys):
+    """Issue acceptance: a 500-point prompt file from a known depth map, ``infer`` without ``--model`` (so the
+    bundled teacher), median relative error at those 500 pixels <= 5%. Indoor and outdoor renders."""
+    from metricanything.data.render import render_sample
+
+    s = render_sample(seed, size=(256, 192))
+    Image.fromarray(s.image).save(tmp_path / "view.png")
+    rng = np.random.default_rng(seed)
+    v, u = np.nonzero(s.valid)
+    k = rng.choice(len(v), 500, replace=False)
+    z = s.depth[v[k], u[k]]
+    lines = ["u,v,z"] + [f"{a},{b},{c:.6f}" for a, b, c in zip(u[k], v[k], z, strict=True)]
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    k_ = s.intrinsics
+    code = main(["infer", "-i", str(tmp_path / "view.png"), "-o", str(tmp_path / "out"), "--prompt",
+                 str(tmp_path / "points.csv"), "--fx", str(k_.fx), "--fy", str(k_.fy), "--cx", str(k_.cx),
+                 "--cy", str(k_.cy), "--no-vis", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "out" / "view" / "intrinsics.json").read_text())
+    from metricanything.models.bundled import bundled_model_dir
+
+    assert meta["model"] == str(bundled_model_dir("teacher")) and meta["prompt_points"] == 500
+    pred = np.load(tmp_path / "out" / "view" / "depth.npy")
+    rel = np.abs(pred[v[k], u[k]] - z) / z
+    assert float(np.median(rel)) <= 0.05

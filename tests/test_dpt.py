@@ -114,7 +114,13 @@ def test_prompt_pyramid_channels_and_errors() -> None:
         assert float(p[0, 1].sum()) == 1.0  # exactly one cell observed per level
         assert float(p[0, 0].sum()) == -0.5
     with pytest.raises(InvalidInputError):
-        prompt_pyramid(torch.zeros(1, 3, 4, 4), [(2, 2)])
+        prompt_pyramid(torch.zeros(1, 1, 4, 4), [(2, 2)])
+    # a third (dense) channel is area-averaged, not masked-pooled
+    dense = torch.cat([feats, torch.arange(256.0).view(1, 1, 16, 16)], dim=1)
+    pyr3 = prompt_pyramid(dense, [(8, 8), (1, 1)])
+    assert torch.equal(pyr3[0][:, :2], pyr[0])
+    assert float(pyr3[1][0, 2, 0, 0]) == float(torch.arange(256.0).mean())
+    assert float(pyr3[0][0, 2, 0, 0]) == float((0 + 1 + 16 + 17) / 4)
     with pytest.raises(InvalidInputError):
         masked_pool(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 4, 4), (2, 2))
 

@@ -38,7 +38,7 @@ TOL = 1e-4
 def _teacher(seed: int = 0) -> Teacher:
     """``test`` teacher with a non-zero prompt branch (a fresh one adds exactly 0, which would test nothing)."""
     torch.manual_seed(seed)
-    model = Teacher(teacher_config("test")).eval()
+    model = Teacher(teacher_config("test", prompt_reference="fill")).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for enc in model.decoder.prompt_encoders.values():
@@ -250,3 +250,10 @@ def test_student_external_data_layout(student_onnx) -> None:
     }
     assert locations == {"student.onnx.data"}
     assert json.dumps([i.name for i in proto.graph.input]) == '["image", "f_px"]'
+
+
+def test_knn_plane_teacher_refuses_onnx_export_clearly() -> None:
+    from metricanything.tasks.export import TeacherExportWrapper
+
+    with pytest.raises(CheckpointError, match="knn_plane"):
+        TeacherExportWrapper(Teacher(teacher_config("test")))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metricanything.errors import ConfigError, InvalidInputError
-from metricanything.models.teacher import Teacher, network_size, teacher_config
+from metricanything.models.teacher import Teacher, TeacherConfig, network_size, teacher_config
 from metricanything.prompts.encoding import encode_prompt
 
 torch.set_num_threads(1)
@@ -72,14 +72,14 @@ def test_zero_init_prompt_branch_makes_output_prompt_independent(teacher: Teache
         b = teacher.forward_with_aux(x, pd2, pm2)
         c = teacher.forward_with_aux(x, f_px=40.0)
     assert torch.equal(a["residual"], b["residual"]) and torch.equal(a["residual"], c["residual"])
-    # the prompt only sets the reference: ln(median prompt depth) + the push-pull fill of the prompt
-    from metricanything.models.dpt import push_pull_fill
+    # the prompt only sets the reference: ln(median prompt depth) + the dense (knn-plane) fill of the prompt
+    from metricanything.models.prompt_fill import knn_plane_fill
     from metricanything.prompts.encoding import encode_prompt
 
     med = torch.stack([pd1[i][pm1[i]].median() for i in range(2)])
     assert torch.allclose(a["log_ref"], torch.log(med), atol=1e-6)
     enc = encode_prompt(pd1, pm1)
-    fill = push_pull_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5)
+    fill = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5)
     expected = med.view(2, 1, 1, 1) * torch.exp(fill + a["residual"])
     assert torch.allclose(a["depth"], expected, rtol=1e-5)
     # at prompted pixels the reference is the prompt itself: depth / z = exp(residual) there
@@ -223,3 +223,19 @@ def test_load_backbone_initialises_encoder_only(tmp_path) -> None:
     dst.load_backbone(str(tmp_path / "vit.safetensors"))
     assert all(torch.equal(v, src.encoder.state_dict()[k]) for k, v in dst.encoder.state_dict().items())
     assert all(torch.equal(v, decoder_before[k]) for k, v in dst.decoder.state_dict().items())
+
+
+def test_guided_refiner_starts_as_identity_and_learns_edges() -> None:
+    """The zero-initialised refiner changes nothing until trained; a preset teacher has it and the fill channel."""
+    from metricanything.models.dpt import GuidedRefiner
+
+    cfg = teacher_config("test")
+    assert cfg.prompt_reference == "knn_plane" and cfg.prompt_fill_channel and cfg.refine_hidden > 0
+    ref = GuidedRefiner(4)
+    img, fill, mask, res = (torch.randn(2, c, 12, 10) for c in (3, 1, 1, 1))
+    assert torch.equal(ref(img, fill, mask, res), res)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(ref.out.weight, std=0.1)
+    assert not torch.equal(ref(img, fill, mask, res), res)
+    with pytest.raises(ConfigError):
+        TeacherConfig(vit="test", prompt_reference="scalar", refine_hidden=4)

@@ -114,18 +114,54 @@ def push_pull_fill(value: torch.Tensor, mask: torch.Tensor, levels: int = FILL_L
 
 
 def prompt_pyramid(features: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-    """Masked-pool encoded prompt features (B x 2 x H x W: value, mask) to each size; returns B x 2 x h x w maps.
+    """Pool prompt features (B x C x H x W; channel 0 value, 1 mask, any further channels dense) to each size.
 
-    Every level is pooled directly from the full-resolution map, so levels are exact window statistics.
+    Value and mask are masked-pooled (the value is the mean over the prompted pixels of each window, never a
+    bilinear blend with the empty ones); dense channels (e.g. the push-pull fill) are area-averaged. Every
+    level is pooled directly from the full-resolution map, so levels are exact window statistics.
     """
-    if features.ndim != 4 or features.shape[1] != 2:
-        raise InvalidInputError(f"prompt features must be B x 2 x H x W, got {tuple(features.shape)}")
+    if features.ndim != 4 or features.shape[1] < 2:
+        raise InvalidInputError(f"prompt features must be B x C x H x W with C >= 2, got {tuple(features.shape)}")
     value, mask = features[:, :1], features[:, 1:2]
+    dense = features[:, 2:]
+    ones = torch.ones_like(mask)
     out = []
     for size in sizes:
         v, _, m = masked_pool(value, mask, tuple(size))
-        out.append(torch.cat([v, m.to(v.dtype)], dim=1))
+        parts = [v, m.to(v.dtype)]
+        if dense.shape[1]:
+            parts.append(masked_pool(dense, ones, tuple(size))[0])
+        out.append(torch.cat(parts, dim=1))
     return out
+
+
+class GuidedRefiner(nn.Module):
+    """Full-resolution refinement of the decoder's residual, guided by the image and the prompt fill.
+
+    Input channels: image (3, normalised), prompt fill (1, log depth relative to the prompt scale), prompt mask
+    (1) and the decoder residual (1). Four 3 x 3 convs with dilations 1, 2, 4, 1 (receptive field 17 px)
+    produce a correction that is *added* to the residual; the last conv is zero-initialised, so a fresh refiner
+    changes nothing. It lets the teacher place depth edges at image edges between prompt points, which the
+    coarse (1/2 to 1/32 resolution) DPT stages cannot.
+    """
+
+    in_channels = 6
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(self.in_channels, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2)
+        self.conv3 = nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4)
+        self.out = nn.Conv2d(hidden, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, fill: torch.Tensor, mask: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([image, fill.to(image.dtype), mask.to(image.dtype), residual.to(image.dtype)], dim=1)
+        x = F.gelu(self.conv1(x))
+        x = F.gelu(self.conv2(x))
+        x = F.gelu(self.conv3(x))
+        return residual + self.out(x).to(residual.dtype)
 
 
 class ResidualConvUnit(nn.Module):
@@ -217,7 +253,7 @@ class DPTDecoder(nn.Module):
         features: decoder width ``F``.
         head_features: width of the last hidden layer of the head.
         prompt_hidden: hidden width of each prompt stage encoder; ``None`` or 0 builds no prompt branch.
-        prompt_in_channels: channels of the encoded prompt (2: value, mask).
+        prompt_in_channels: channels of the prompt input (2: value, mask; 3 adds the dense push-pull fill).
         prompt_levels: which fusion levels (0 = finest) receive the prompt.
     """
 
@@ -274,7 +310,7 @@ class DPTDecoder(nn.Module):
     ) -> torch.Tensor:
         """Decode four ``B x D x gh x gw`` token maps to a ``B x 1 x out_size`` map.
 
-        ``prompt`` is the encoded prompt (B x 2 x H x W) at any resolution covering the same field of view as
+        ``prompt`` is the encoded prompt (B x C x H x W: value, mask[, fill]) at any resolution covering the same field of view as
         ``out_size`` (normally exactly ``out_size``); it is ignored when the decoder has no prompt branch.
         """
         if len(tokens) != 4:

@@ -401,8 +401,17 @@ class Student(nn.Module):
             # The official constructor zeroes this bias; with the final ReLU that can leave a freshly built
             # network with an all-zero output and no gradient (we observed it on the ``tiny`` preset). We start
             # from a small positive canonical inverse depth instead. Irrelevant once weights are loaded.
+            # PyTorch's default conv init shrinks the signal ~1.7x per layer: through the head's seven convs a
+            # fresh tiny student's last hidden activations were ~250x smaller than its decoder output, and the
+            # model stayed at a constant (image-independent) prediction for a whole CPU run. He (fan-in, ReLU)
+            # init keeps the activation scale; the last conv starts small (std 0.01 / sqrt(fan-in)), so the
+            # first output is close to the bias everywhere while every layer already receives gradient.
+            for mod in list(self.head)[:-2]:
+                if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                    nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
+                    nn.init.zeros_(mod.bias)
             last = self.head[-2]
-            nn.init.normal_(last.weight, std=1e-3)
+            nn.init.normal_(last.weight, std=0.01 / math.sqrt(last.weight[0].numel()))
             nn.init.constant_(last.bias, HEAD_BIAS_INIT)
         self.fov = FovHead(cfg.decoder_features) if cfg.use_fov_head else None
 

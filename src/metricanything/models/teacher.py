@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metricanything.errors import ConfigError, InvalidInputError
-from metricanything.models.dpt import DPTDecoder, masked_pool, push_pull_fill
+from metricanything.models.dpt import DPTDecoder, GuidedRefiner, masked_pool, push_pull_fill
+from metricanything.models.prompt_fill import knn_plane_fill
 from metricanything.models.vit import VisionTransformer, ViTConfig, load_backbone_weights, vit_config
 from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
 
@@ -49,9 +50,16 @@ class TeacherConfig:
         prompt_levels: fusion levels (0 = finest) that receive the prompt.
         image_size: long side (pixels) every input is resized to before the ViT (aspect kept, then padded to a
             patch multiple); ``None`` keeps the input size (only padding).
-        prompt_reference: ``"fill"`` (presets): the reference log depth is a per-pixel push-pull fill of the
-            prompt (:func:`~metricanything.models.dpt.push_pull_fill`), so prompted pixels start exact and the
-            network predicts corrections; ``"scalar"``: one reference per image (the median prompt depth).
+        prompt_reference: the depth the network corrects. ``"knn_plane"`` (presets): a per-pixel local plane fit
+            in inverse depth to the 8 nearest prompt points
+            (:func:`~metricanything.models.prompt_fill.knn_plane_fill`); ``"fill"``: a push-pull fill
+            (:func:`~metricanything.models.dpt.push_pull_fill`, the one that ONNX export supports). With both,
+            prompted pixels start exact and the network predicts corrections. ``"scalar"``: one reference per
+            image (the median prompt depth).
+        prompt_fill_channel: also feed the fill to every prompt stage as a third (dense, area-pooled) channel,
+            so the decoder sees the reference it corrects (needs a dense reference: ``"fill"`` or ``"knn_plane"``).
+        refine_hidden: width of the full-resolution :class:`~metricanything.models.dpt.GuidedRefiner` applied
+            to the decoder's residual (0 = none; needs a dense reference).
         name: preset name, informational.
     """
 
@@ -65,11 +73,19 @@ class TeacherConfig:
     prompt_levels: tuple[int, ...] = (0, 1, 2, 3)
     image_size: int | None = 518
     prompt_reference: str = "scalar"
+    prompt_fill_channel: bool = False
+    refine_hidden: int = 0
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        if self.prompt_reference not in ("scalar", "fill"):
-            raise ConfigError(f"TeacherConfig.prompt_reference must be 'scalar' or 'fill', got {self.prompt_reference!r}")
+        if self.prompt_reference not in PROMPT_REFERENCES:
+            raise ConfigError(
+                f"TeacherConfig.prompt_reference must be one of {PROMPT_REFERENCES}, got {self.prompt_reference!r}"
+            )
+        if (self.prompt_fill_channel or self.refine_hidden) and self.prompt_reference == "scalar":
+            raise ConfigError("prompt_fill_channel / refine_hidden need a dense prompt_reference ('fill' or 'knn_plane')")
+        if self.refine_hidden < 0:
+            raise ConfigError(f"TeacherConfig.refine_hidden must be >= 0, got {self.refine_hidden}")
         if len(self.hook_indices) != 4:
             raise ConfigError(f"TeacherConfig.hook_indices needs 4 block indices, got {self.hook_indices}")
         if len(self.reassemble_channels) != 4:
@@ -104,10 +120,10 @@ class TeacherConfig:
 _PRESETS: dict[str, dict] = {
     # unit tests: milliseconds at 32-64 px (image sizes are patch multiples: ViT-test/tiny use patch 14)
     "test": dict(vit="test", reassemble_channels=(8, 16, 16, 32), decoder_features=16, head_features=8,
-                 prompt_hidden=8, image_size=56),
+                 prompt_hidden=8, image_size=56, refine_hidden=8),
     # trains on CPU in minutes at 128-256 px
     "tiny": dict(vit="tiny", reassemble_channels=(24, 48, 96, 192), decoder_features=32, head_features=16,
-                 prompt_hidden=16, image_size=252),
+                 prompt_hidden=16, image_size=252, refine_hidden=16),
     # DINOv2-style ViT-S/14 (can start from a converted DINOv2 ViT-S backbone)
     "small": dict(vit="small", reassemble_channels=(48, 96, 192, 384), decoder_features=64, prompt_hidden=32,
                   image_size=518),
@@ -125,11 +141,28 @@ def teacher_config(name: str, **overrides) -> TeacherConfig:
     """Preset teacher configuration: ``test``, ``tiny``, ``small``, ``base``, ``large`` or ``huge_plus``."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown teacher preset {name!r}; choose one of {sorted(_PRESETS)}")
-    kw = {**_PRESETS[name], "name": name, "prompt_reference": "fill", **overrides}
+    kw = {"refine_hidden": 32, **_PRESETS[name], "name": name, "prompt_reference": "knn_plane",
+          "prompt_fill_channel": True, **overrides}
+    if kw["prompt_reference"] == "scalar":  # the fill extras need the fill reference unless asked for explicitly
+        kw["prompt_fill_channel"] = overrides.get("prompt_fill_channel", False)
+        kw["refine_hidden"] = overrides.get("refine_hidden", 0)
     if isinstance(kw["vit"], str):
         kw["vit"] = vit_config(kw["vit"])
     kw.setdefault("hook_indices", default_hook_indices(kw["vit"].depth))
     return TeacherConfig(**kw)
+
+
+#: Accepted ``TeacherConfig.prompt_reference`` values.
+PROMPT_REFERENCES = ("scalar", "fill", "knn_plane")
+
+
+def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dense relative log depth of an encoded prompt (value B x 1 x H x W, mask bool) for ``kind``."""
+    if kind == "fill":
+        return push_pull_fill(value, mask)
+    if kind == "knn_plane":
+        return knn_plane_fill(value, mask)
+    raise ConfigError(f"no dense reference for prompt_reference={kind!r}")
 
 
 def network_size(height: int, width: int, image_size: int | None, patch: int) -> tuple[int, int, int, int]:
@@ -170,9 +203,10 @@ class Teacher(nn.Module):
             features=cfg.decoder_features,
             head_features=cfg.head_features,
             prompt_hidden=cfg.prompt_hidden or None,
-            prompt_in_channels=PROMPT_CHANNELS,
+            prompt_in_channels=PROMPT_CHANNELS + int(cfg.prompt_fill_channel),
             prompt_levels=cfg.prompt_levels,
         )
+        self.refiner = GuidedRefiner(cfg.refine_hidden) if cfg.refine_hidden else None
 
     @property
     def cfg(self) -> TeacherConfig:
@@ -212,7 +246,7 @@ class Teacher(nn.Module):
         encoded: EncodedPrompt | None = None,
     ) -> dict[str, torch.Tensor]:
         """Like :meth:`forward`, returning ``depth``, ``log_depth`` (= ``log_ref`` + ``residual`` [+ the prompt's
-        push-pull fill with ``prompt_reference="fill"``]), ``log_ref``
+        dense reference fill of ``prompt_reference``]), ``log_ref``
         (B, float32), ``residual`` (B x 1 x H x W network output) and ``has_prompt`` (B, bool).
 
         ``encoded`` may be passed instead of ``prompt_depth``/``prompt_mask`` (an already encoded prompt).
@@ -244,26 +278,36 @@ class Teacher(nn.Module):
                 x.float(), size=(hs, ws), mode="bilinear", align_corners=False, antialias=hs < h or ws < w
             ).to(image.dtype)
         x = F.pad(x, (0, wp - ws, 0, hp - hs))
-        feats = None
-        if self.decoder.has_prompt_branch:
-            if encoded is None:
-                feats = torch.zeros(b, PROMPT_CHANNELS, hp, wp, device=image.device, dtype=x.dtype)
-            else:
-                feats = encoded.features.to(x.dtype)
-                if (hs, ws) != (h, w):
-                    v, _, m = masked_pool(feats[:, :1], feats[:, 1:2], (hs, ws))
-                    feats = torch.cat([v, m.to(v.dtype)], dim=1)
-                feats = F.pad(feats, (0, wp - ws, 0, hp - hs))
-        tokens = self.encoder.get_intermediate_layers(
-            x, list(self.config.hook_indices), norm=self.config.intermediate_norm
-        )
-        residual = self.decoder(list(tokens), (hp, wp), feats)[..., :hs, :ws].float()
+        cfg = self.config
+        fill = None  # dense reference fill of the encoded prompt at input resolution (0 without prompt points)
+        if cfg.prompt_reference != "scalar" and encoded is not None:
+            feats_in = encoded.features.to(image.device, torch.float32)
+            fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
+        # prompt channels at network resolution (value, mask[, fill]); zeros without a prompt
+        n_ch = PROMPT_CHANNELS + int(cfg.prompt_fill_channel)
+        net_prompt = torch.zeros(b, n_ch, hp, wp, device=image.device, dtype=x.dtype)
+        if encoded is not None:
+            feats = encoded.features.to(image.device, x.dtype)
+            if cfg.prompt_fill_channel:
+                feats = torch.cat([feats, fill.to(x.dtype)], dim=1)
+            if (hs, ws) != (h, w):
+                v, _, m = masked_pool(feats[:, :1], feats[:, 1:2], (hs, ws))
+                parts = [v, m.to(v.dtype)]
+                if cfg.prompt_fill_channel:
+                    parts.append(masked_pool(feats[:, 2:], torch.ones_like(feats[:, 1:2]), (hs, ws))[0])
+                feats = torch.cat(parts, dim=1)
+            net_prompt = F.pad(feats, (0, wp - ws, 0, hp - hs))
+        tokens = self.encoder.get_intermediate_layers(x, list(cfg.hook_indices), norm=cfg.intermediate_norm)
+        residual = self.decoder(list(tokens), (hp, wp), net_prompt if self.decoder.has_prompt_branch else None)
+        if self.refiner is not None:
+            fill_net = net_prompt[:, 2:3] if cfg.prompt_fill_channel else self._fill_at(fill, hs, ws, hp, wp, x)
+            residual = self.refiner(x, fill_net, net_prompt[:, 1:2], residual)
+        residual = residual[..., :hs, :ws].float()
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
-        if self.config.prompt_reference == "fill" and encoded is not None:
-            feats_in = encoded.features.to(log_depth.device, torch.float32)
-            log_depth = log_depth + push_pull_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5)
+        if fill is not None:
+            log_depth = log_depth + fill
         return {
             "depth": torch.exp(log_depth),
             "log_depth": log_depth,
@@ -271,6 +315,15 @@ class Teacher(nn.Module):
             "residual": residual,
             "has_prompt": has_prompt,
         }
+
+    @staticmethod
+    def _fill_at(fill: torch.Tensor | None, hs: int, ws: int, hp: int, wp: int, like: torch.Tensor) -> torch.Tensor:
+        """The fill area-pooled to the network size and padded (zeros without a prompt)."""
+        if fill is None:
+            return torch.zeros(like.shape[0], 1, hp, wp, device=like.device, dtype=like.dtype)
+        if tuple(fill.shape[-2:]) != (hs, ws):
+            fill = masked_pool(fill, torch.ones_like(fill), (hs, ws))[0]
+        return F.pad(fill.to(like.dtype), (0, wp - ws, 0, hp - hs))
 
     @staticmethod
     def _log_reference(

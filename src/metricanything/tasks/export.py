@@ -219,6 +219,12 @@ class TeacherExportWrapper(nn.Module):
 
     def __init__(self, teacher: Teacher) -> None:
         super().__init__()
+        if teacher.config.prompt_reference not in ("scalar", "fill"):
+            raise CheckpointError(
+                f"ONNX export supports teachers with prompt_reference 'scalar' or 'fill'; this one uses "
+                f"{teacher.config.prompt_reference!r} (a data-dependent k-nearest-neighbour fit, eager mode only). "
+                "Train/fine-tune with model.overrides.prompt_reference=fill to export, or run it with PyTorch."
+            )
         self.teacher = teacher
 
     def forward(self, image: Tensor, prompt_depth: Tensor, prompt_mask: Tensor, f_px: Tensor) -> Tensor:
@@ -236,16 +242,23 @@ class TeacherExportWrapper(nn.Module):
         x = F.interpolate(image, size=(hs, ws), mode="bilinear", align_corners=False, antialias=True)
         x = F.pad(x, (0, wp - ws, 0, hp - hs))
         tokens = _vit_intermediate_maps(m.encoder, x, list(cfg.hook_indices), cfg.intermediate_norm)
-        prompt = None
+        use_fill = cfg.prompt_reference == "fill"
+        fill = push_pull_fill(feats_full[:, :1].float(), feats_full[:, 1:2] > 0.5) if use_fill else None
+        v, pm = masked_pool_traceable(feats_full[:, :1], feats_full[:, 1:2], (hs, ws))
+        parts = [v, pm.to(v.dtype)]
+        if fill is not None and (cfg.prompt_fill_channel or m.refiner is not None):
+            parts.append(masked_pool_traceable(fill, torch.ones_like(fill), (hs, ws))[0])
+        net_prompt = F.pad(torch.cat(parts, dim=1), (0, wp - ws, 0, hp - hs))
         dec = m.decoder
-        if dec.has_prompt_branch:
-            v, pm = masked_pool_traceable(feats_full[:, :1], feats_full[:, 1:2], (hs, ws))
-            prompt = F.pad(torch.cat([v, pm.to(v.dtype)], dim=1), (0, wp - ws, 0, hp - hs))
-        residual = self._decode(tokens, (hp, wp), prompt)[..., :hs, :ws]
+        n_ch = 3 if cfg.prompt_fill_channel else 2
+        residual = self._decode(tokens, (hp, wp), net_prompt[:, :n_ch] if dec.has_prompt_branch else None)
+        if m.refiner is not None:
+            residual = m.refiner(x, net_prompt[:, 2:3], net_prompt[:, 1:2], residual)
+        residual = residual[..., :hs, :ws]
         residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False).float()
         log_depth = residual + log_ref.view(b, 1, 1, 1)
-        if cfg.prompt_reference == "fill":  # zero for samples without prompt points
-            log_depth = log_depth + push_pull_fill(feats_full[:, :1].float(), feats_full[:, 1:2] > 0.5)
+        if fill is not None:  # zero for samples without prompt points
+            log_depth = log_depth + fill
         return torch.exp(log_depth)
 
     def _decode(self, tokens: list[Tensor], out_size: tuple[Any, Any], prompt: Tensor | None) -> Tensor:
@@ -256,10 +269,13 @@ class TeacherExportWrapper(nn.Module):
         levels = [r(t) for r, t in zip(dec.reassemble, tokens, strict=True)]
         prompts: dict[int, Tensor] = {}
         if prompt is not None:
-            value, weight = prompt[:, :1], prompt[:, 1:2]
+            value, weight, dense = prompt[:, :1], prompt[:, 1:2], prompt[:, 2:]
             for i in dec.prompt_levels:
                 v, pm = masked_pool_traceable(value, weight, sizes[i])
-                prompts[i] = dec.prompt_encoders[str(i)](torch.cat([v, pm.to(v.dtype)], dim=1))
+                parts = [v, pm.to(v.dtype)]
+                if dense.shape[1]:
+                    parts.append(masked_pool_traceable(dense, torch.ones_like(weight), sizes[i])[0])
+                prompts[i] = dec.prompt_encoders[str(i)](torch.cat(parts, dim=1))
         x = levels[3]
         targets = [sizes[2], sizes[1], sizes[0], (2 * sizes[0][0], 2 * sizes[0][1])]
         for step, i in enumerate((3, 2, 1, 0)):
