@@ -82,11 +82,14 @@ def eval_teacher(model_dir: Path, items: list[dict]) -> dict[str, float]:
     from metricanything.train.data import collate_items, imagenet_normalise
 
     teacher = from_pretrained(model_dir).eval()
-    acc_t, acc_i, acc_0 = (MetricAccumulator(nonfinite="exclude", nonpositive="clip") for _ in range(3))
+    acc_t, acc_i, acc_0, acc_r = (MetricAccumulator(nonfinite="exclude", nonpositive="clip") for _ in range(4))
     for start in range(0, len(items), 8):
         b = collate_items(items[start : start + 8])
         img = imagenet_normalise(b["image"])
-        pred = teacher(img, b["prompt_depth"], b["prompt_mask"], b["fx"]).numpy()
+        aux = teacher.forward_with_aux(img, b["prompt_depth"], b["prompt_mask"], b["fx"])
+        pred = aux["depth"].numpy()
+        # the parameter-free part alone: the prompt reference (median + dense fill) without the network residual
+        ref = torch.exp(aux["log_depth"] - aux["residual"]).numpy()
         pred0 = teacher(img, f_px=b["fx"]).numpy()
         for j in range(pred.shape[0]):
             gt, valid = b["depth"][j, 0].numpy(), b["valid"][j, 0].numpy()
@@ -94,9 +97,11 @@ def eval_teacher(model_dir: Path, items: list[dict]) -> dict[str, float]:
             acc_t.add(pred[j, 0], gt, valid)
             acc_i.add(interp, gt, valid)
             acc_0.add(pred0[j, 0], gt, valid)
-    t, i, z = acc_t.per_image_mean(), acc_i.per_image_mean(), acc_0.per_image_mean()
+            acc_r.add(ref[j, 0], gt, valid)
+    t, i, z, r = acc_t.per_image_mean(), acc_i.per_image_mean(), acc_0.per_image_mean(), acc_r.per_image_mean()
     return {
         "teacher_abs_rel_1pct": t["abs_rel"], "interp_abs_rel_1pct": i["abs_rel"],
+        "reference_only_abs_rel_1pct": r["abs_rel"],
         "teacher_delta1_1pct": t["delta1"], "interp_delta1_1pct": i["delta1"],
         "teacher_abs_rel_noprompt": z["abs_rel"], "teacher_delta1_noprompt": z["delta1"],
     }
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         results["teacher_minutes"] = (time.perf_counter() - t0) / 60
         results["teacher_steps"] = cfg.train.steps
         results.update(eval_teacher(teacher_dir / "model", held))
-        _log(json.dumps({k: v for k, v in results.items() if k.startswith(("teacher", "interp"))}, indent=1))
+        _log(json.dumps({k: v for k, v in results.items() if k.startswith(("teacher", "interp", "reference"))}, indent=1))
 
     if "student" not in args.skip:
         pseudo = out / "pseudo"

@@ -79,7 +79,7 @@ class QuickstartOptions:
     """Everything the quickstart does, with defaults that fit 10 minutes on 2 CPU cores."""
 
     out: Path = Path("runs/quickstart")
-    budget_minutes: float = 10.0
+    budget_minutes: float = 9.0
     seed: int = 0
     num_samples: int = 140  # corpus size (20 per source kind)
     render_size: tuple[int, int] = (128, 96)  # W, H of the corpus and the example images
