@@ -283,24 +283,20 @@ class Teacher(nn.Module):
         if cfg.prompt_reference != "scalar" and encoded is not None:
             feats_in = encoded.features.to(image.device, torch.float32)
             fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
-        # prompt channels at network resolution (value, mask[, fill]); zeros without a prompt
-        n_ch = PROMPT_CHANNELS + int(cfg.prompt_fill_channel)
-        net_prompt = torch.zeros(b, n_ch, hp, wp, device=image.device, dtype=x.dtype)
+        # prompt channels at network resolution, padded: value, mask (masked-pooled) [, fill (area-pooled)]
+        net_prompt = torch.zeros(b, PROMPT_CHANNELS, hp, wp, device=image.device, dtype=x.dtype)
         if encoded is not None:
             feats = encoded.features.to(image.device, x.dtype)
-            if cfg.prompt_fill_channel:
-                feats = torch.cat([feats, fill.to(x.dtype)], dim=1)
             if (hs, ws) != (h, w):
                 v, _, m = masked_pool(feats[:, :1], feats[:, 1:2], (hs, ws))
-                parts = [v, m.to(v.dtype)]
-                if cfg.prompt_fill_channel:
-                    parts.append(masked_pool(feats[:, 2:], torch.ones_like(feats[:, 1:2]), (hs, ws))[0])
-                feats = torch.cat(parts, dim=1)
+                feats = torch.cat([v, m.to(v.dtype)], dim=1)
             net_prompt = F.pad(feats, (0, wp - ws, 0, hp - hs))
+        fill_net = self._fill_at(fill, hs, ws, hp, wp, x) if (cfg.prompt_fill_channel or self.refiner is not None) else None
+        if cfg.prompt_fill_channel:
+            net_prompt = torch.cat([net_prompt, fill_net], dim=1)
         tokens = self.encoder.get_intermediate_layers(x, list(cfg.hook_indices), norm=cfg.intermediate_norm)
         residual = self.decoder(list(tokens), (hp, wp), net_prompt if self.decoder.has_prompt_branch else None)
         if self.refiner is not None:
-            fill_net = net_prompt[:, 2:3] if cfg.prompt_fill_channel else self._fill_at(fill, hs, ws, hp, wp, x)
             residual = self.refiner(x, fill_net, net_prompt[:, 1:2], residual)
         residual = residual[..., :hs, :ws].float()
         if (hs, ws) != (h, w):
