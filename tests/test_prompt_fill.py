@@ -88,3 +88,17 @@ def test_fills_beat_nothing_on_a_rendered_view(fn) -> None:
     err = ((pred - gt).abs() / gt)[valid].mean()
     err_const = ((torch.exp(log_s) - gt).abs() / gt)[valid].mean()
     assert float(err) < 0.5 * float(err_const)
+
+
+def test_knn_plane_fill_of_a_sample_does_not_depend_on_its_batch() -> None:
+    """A sparse sample batched with a dense one (so it has padding entries) fills as it does alone."""
+    g = torch.Generator().manual_seed(3)
+    value = torch.randn(2, 1, 16, 20, generator=g)
+    mask = torch.zeros(2, 1, 16, 20, dtype=torch.bool)
+    mask[0, 0, 3, 4] = mask[0, 0, 10, 15] = mask[0, 0, 12, 2] = True
+    mask[1] = torch.rand(1, 16, 20, generator=g) < 0.5
+    value = torch.where(mask, value, torch.full_like(value, float("nan")))  # garbage off the mask
+    both = knn_plane_fill(value, mask)
+    alone = knn_plane_fill(value[:1], mask[:1])
+    assert bool(torch.isfinite(both).all())
+    assert torch.allclose(both[:1], alone, atol=1e-6)

@@ -225,7 +225,7 @@ def test_load_backbone_initialises_encoder_only(tmp_path) -> None:
     assert all(torch.equal(v, decoder_before[k]) for k, v in dst.decoder.state_dict().items())
 
 
-def test_guided_refiner_starts_as_identity_and_learns_edges() -> None:
+def test_guided_refiner_starts_as_identity_and_is_preset_default() -> None:
     """The zero-initialised refiner changes nothing until trained; a preset teacher has it and the fill channel."""
     from metricanything.models.dpt import GuidedRefiner
 

@@ -93,7 +93,8 @@ def knn_plane_fill(
     sel, ok = _select_points(mask.reshape(b, n), max_points)  # B x P
     pts_u = (sel % w).to(torch.float32)
     pts_v = torch.div(sel, w, rounding_mode="floor").to(torch.float32)
-    q_pts = torch.exp(-torch.gather(value.reshape(b, n), 1, sel))  # relative inverse depth
+    # relative inverse depth of the selected points (padding entries of sparser samples are never read)
+    q_pts = torch.where(ok, torch.exp(-torch.gather(value.reshape(b, n), 1, sel)), torch.ones_like(ok, dtype=value.dtype))
     kk = min(k, sel.shape[1])
     out = torch.empty(b, h, w, device=dev, dtype=torch.float32)
     gu = torch.arange(w, device=dev, dtype=torch.float32)
@@ -114,8 +115,7 @@ def knn_plane_fill(
         d2 = torch.where(cok, du * du + dv * dv, torch.full_like(du, big))
         dk, ik = torch.topk(d2, kk, dim=-1, largest=False)  # B x rows x w x k
         nb_ok = dk < big
-        last = dk[..., -1:]
-        r2 = torch.where(last < big, last, torch.ones_like(last)).clamp_min(1.0)
+        r2 = torch.where(nb_ok, dk, torch.zeros_like(dk)).amax(-1, keepdim=True).clamp_min(1.0)  # k-th valid
         scale = torch.sqrt(r2)
         x = torch.gather(du, -1, ik) / scale
         y = torch.gather(dv, -1, ik) / scale
