@@ -62,7 +62,18 @@ def test_different_seed_and_source_subset(tmp_path):
     assert img.dtype == np.float32 and img.shape == (24, 32)
 
 
-@pytest.mark.parametrize("args", [["--size", "48by36"], ["--num", "0"], ["--sources", "lidar,sonar"], ["--seed", "-3"]])
+def test_fov_range_for_a_camera_rig(tmp_path):
+    from metricanything.data.folder import FolderDataset
+
+    rc = main(["render", "--out", str(tmp_path), "--num", "3", "--size", "32x24", "--sources", "rendered",
+               "--fov-deg", "58", "62", "--no-progress"])
+    assert rc == 0
+    for s in FolderDataset(tmp_path):
+        assert 58 - 1e-4 <= s.intrinsics.fov_x <= 62 + 1e-4
+
+
+@pytest.mark.parametrize("args", [["--size", "48by36"], ["--num", "0"], ["--sources", "lidar,sonar"], ["--seed", "-3"],
+                                  ["--fov-deg", "70", "50"]])
 def test_bad_arguments_exit_with_code_2(tmp_path, args, capsys):
     rc = main(["render", "--out", str(tmp_path / "x"), "--num", "2", "--no-progress", *args])
     assert rc == 2

@@ -47,6 +47,13 @@ def test_data_specs_and_config_errors(tmp_path):
     src = parse_data_spec("render:12:7:64x48")
     assert (src.kind, src.num_samples, src.seed, src.render_size) == ("render", 12, 7, [64, 48])
     assert parse_data_spec("render:3:0:64x48:rendered,lidar").sources == ["rendered", "lidar"]
+    rig = parse_data_spec("render:3:0:64x48:rendered:55-65")
+    assert (rig.sources, rig.fov_deg) == (["rendered"], [55.0, 65.0])
+    assert parse_data_spec("render:3:0:64x48::40-40").sources is None  # default kinds, one FoV
+    for bad in ("render:3:0:64x48:rendered:65-55", "render:3:0:64x48:rendered:0-50", "render:3:0:64x48:rendered:50",
+                "render:3:0:64x48:rendered:50-60:extra"):
+        with pytest.raises(ConfigError):
+            parse_data_spec(bad)
     with pytest.raises(ConfigError):
         parse_data_spec("render:x")
     with pytest.raises(ConfigError):
@@ -88,3 +95,31 @@ def test_writes_shards_and_resumes_by_shard(tmp_path: Path):
         assert p.read_bytes() == before[p.name]
         if p.name != "pl000001-000000.tar":
             assert p.stat().st_mtime_ns == mtimes[p.name]
+
+
+def test_refuses_to_resume_a_different_job(tmp_path: Path):
+    from metricanything.models.checkpoint import save_pretrained
+    from metricanything.models.teacher import Teacher, teacher_config
+
+    torch.manual_seed(0)
+    teacher_dir = save_pretrained(Teacher(teacher_config("test", vit="dinov3_test", image_size=None)), tmp_path / "t")
+    out = tmp_path / "pl"
+    common = dict(teacher=str(teacher_dir), out=str(out), shard_size=2, progress=False, min_confidence=0.0)
+    run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], **common))
+    assert (out / "job.json").is_file()
+    before = sorted(p.name for p in out.iterdir())
+    # other data into the same folder: refused, naming what differs, nothing written
+    with pytest.raises(ConfigError, match="data"):
+        run_pseudo_label(pseudo_label_config(data=["render:2:4:48x32"], **common))
+    # the same options with a re-trained teacher at the same path: refused too
+    torch.manual_seed(1)
+    save_pretrained(Teacher(teacher_config("test", vit="dinov3_test", image_size=None)), teacher_dir)
+    with pytest.raises(ConfigError, match="teacher_sha256"):
+        run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], **common))
+    assert sorted(p.name for p in out.iterdir()) == before
+    # a folder from before job.json existed is checked against its manifest
+    (out / "job.json").unlink()
+    with pytest.raises(ConfigError, match="data"):
+        run_pseudo_label(pseudo_label_config(data=["render:2:4:48x32"], **common))
+    # run-only options (limit, progress, device) may change
+    run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], limit=1, **{**common, "progress": False}))

@@ -177,3 +177,33 @@ def test_bad_inputs_raise():
         render_views_with_scene(0, 0)
     with pytest.raises(InvalidInputError):
         Scene("bad", planes=[[0, 0, 0, 0, 0, 1]], spheres=[], boxes=[], cylinders=[], materials=np.zeros((2, 14)))
+
+
+@settings(max_examples=15, deadline=None)
+@given(lo=st.floats(10.0, 120.0), width=st.floats(0.0, 40.0), seed=st.integers(0, 2**31))
+def test_fov_range_bounds_the_camera_and_keeps_the_rng_stream(lo, width, seed):
+    """A FoV range restricts the horizontal FoV and consumes the generator exactly like the default range."""
+    hi = min(lo + width, 170.0)
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    K = sample_camera(rng_a, fov_deg=(lo, hi))
+    K0 = sample_camera(rng_b)
+    fov = 2 * math.degrees(math.atan(K.width / (2 * K.fx)))
+    assert lo - 1e-6 <= fov <= hi + 1e-6
+    assert (K.width, K.height, K.cx, K.cy) == (K0.width, K0.height, K0.cx, K0.cy)
+    assert rng_a.uniform() == rng_b.uniform()  # same number of draws
+
+
+def test_a_camera_rig_renders_the_same_scene_with_its_own_fov():
+    from metricanything.data.mixture import MixedRenderDataset
+
+    wide = render_sample(11, size=(64, 48))
+    rig = render_sample(11, size=(64, 48), fov_deg=(60.0, 60.0))
+    assert rig.scene_id == wide.scene_id and np.array_equal(rig.pose, wide.pose)
+    assert rig.intrinsics.fx == pytest.approx(64 / (2 * math.tan(math.radians(30.0))))
+    ds = MixedRenderDataset(4, seed=2, size=(32, 24), sources="rendered,stereo", fov_deg=[50, 70])
+    for s in ds:
+        assert 50 - 1e-6 <= math.degrees(2 * math.atan(32 / (2 * s.intrinsics.fx))) <= 70 + 1e-6
+    with pytest.raises(InvalidInputError):
+        render_sample(1, size=(32, 24), fov_deg=(70.0, 50.0))
+    with pytest.raises(InvalidInputError):
+        MixedRenderDataset(1, fov_deg=[0, 50])

@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="comma-separated source kinds, sample i gets kind i mod K (default rendered,lidar,tof,stereo,sfm,mvs; "
         "also structured_light)",
     )
+    parser.add_argument("--fov-deg", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                        help="horizontal field of view range in degrees (default 25 100: wide to tele); e.g. "
+                        "55 65 for one camera rig")
     parser.add_argument("--depth-format", choices=("npy", "png"), default="npy", help="depth file format")
     parser.add_argument("--workers", type=int, default=1, help="parallel render processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InvalidInputError(f"--workers must be >= 1, got {args.workers}")
     size = parse_size(args.size) if args.size else None
-    dataset = MixedRenderDataset(args.num, args.seed, size, args.sources)
+    dataset = MixedRenderDataset(args.num, args.seed, size, args.sources, fov_deg=args.fov_deg)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} exists and is not a folder")

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from metricanything.data.render import FAMILIES, render_sample
+from metricanything.data.render import FAMILIES, check_fov_range, render_sample
 from metricanything.data.sample import RGBDSample
 from metricanything.data.sensors import simulate
 from metricanything.errors import InvalidInputError
@@ -63,12 +63,14 @@ def render_mixed_sample(
     size: tuple[int, int] | None = None,
     sources: str | Sequence[str] | None = None,
     source: str | None = None,
+    fov_deg: Sequence[float] | None = None,
 ) -> RGBDSample:
     """One sample from the embedded mixture, a pure function of ``seed``.
 
     The source kind is ``source`` if given, else drawn uniformly from ``sources`` (default
     :data:`DEFAULT_SOURCES`); the scene family is drawn with :data:`INDOOR_PROBABILITY` for that source.
-    The exact render is then passed through the sensor simulator (``rendered`` stays exact).
+    The exact render is then passed through the sensor simulator (``rendered`` stays exact). ``fov_deg``
+    restricts the camera's horizontal FoV (see :func:`metricanything.data.render.sample_camera`).
     """
     names = parse_sources(sources)
     rng = np.random.default_rng([int(seed), 0xC0DE])
@@ -77,7 +79,7 @@ def render_mixed_sample(
     elif source not in SOURCE_SENSORS:
         raise InvalidInputError(f"unknown source {source!r}; choose from {', '.join(SOURCE_SENSORS)}")
     family = FAMILIES[0] if rng.uniform() < INDOOR_PROBABILITY[source] else FAMILIES[1]
-    exact = render_sample(int(rng.integers(2**62)), family, size)
+    exact = render_sample(int(rng.integers(2**62)), family, size, fov_deg)
     sensor = SOURCE_SENSORS[source]
     out = simulate(exact, sensor, np.random.default_rng([int(seed), 0x5E45]))
     meta = dict(out.meta)
@@ -95,13 +97,14 @@ class MixedRenderDataset:
     """
 
     def __init__(self, num: int, seed: int = 0, size: tuple[int, int] | None = None,
-                 sources: str | Sequence[str] | None = None) -> None:
+                 sources: str | Sequence[str] | None = None, fov_deg: Sequence[float] | None = None) -> None:
         if num < 0:
             raise InvalidInputError(f"num must be >= 0, got {num}")
         if seed < 0:
             raise InvalidInputError(f"seed must be >= 0, got {seed}")
         self.num, self.seed, self.size = int(num), int(seed), size
         self.sources = parse_sources(sources)
+        self.fov_deg = None if fov_deg is None else check_fov_range(fov_deg)
 
     def __len__(self) -> int:
         return self.num
@@ -114,7 +117,7 @@ class MixedRenderDataset:
             raise IndexError(f"index {i} out of range for {self.num} samples")
         i %= self.num
         src = self.source_of(i)
-        s = render_mixed_sample(derive_seed(self.seed, i), self.size, self.sources, source=src)
+        s = render_mixed_sample(derive_seed(self.seed, i), self.size, self.sources, source=src, fov_deg=self.fov_deg)
         meta = dict(s.meta)
         meta["index"] = i
         return s.replace(sample_id=f"{i:06d}-{src}", meta=meta)

@@ -18,6 +18,7 @@ Scene families:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -353,10 +354,27 @@ def make_scene(family: str, rng: np.random.Generator | int | None = None) -> Sce
 
 
 # ----------------------------------------------------------------------------------------------- cameras
-def sample_camera(rng: np.random.Generator | int | None = None, size: tuple[int, int] | None = None) -> Intrinsics:
-    """A random pinhole camera: horizontal FoV 25-100 deg (log-uniform focal), fy = fx (+-1.5 %),
-    principal point within +-4 % of the centre, and (unless ``size=(W, H)`` is forced) a random resolution
-    with aspect W/H in [0.75, 2] and about 0.5-1.2 x 256^2 pixels."""
+#: horizontal field of view (degrees) of :func:`sample_camera` by default: wide angle to telephoto
+DEFAULT_FOV_DEG: tuple[float, float] = (25.0, 100.0)
+
+
+def check_fov_range(fov_deg: Sequence[float] | None) -> tuple[float, float]:
+    """``(lo, hi)`` horizontal FoV range in degrees, validated; None -> :data:`DEFAULT_FOV_DEG`."""
+    if fov_deg is None:
+        return DEFAULT_FOV_DEG
+    vals = tuple(float(v) for v in fov_deg)
+    if len(vals) != 2 or not (0.0 < vals[0] <= vals[1] < 180.0):
+        raise InvalidInputError(f"fov_deg must be [lo, hi] degrees with 0 < lo <= hi < 180, got {list(fov_deg)}")
+    return vals[0], vals[1]
+
+
+def sample_camera(rng: np.random.Generator | int | None = None, size: tuple[int, int] | None = None,
+                  fov_deg: Sequence[float] | None = None) -> Intrinsics:
+    """A random pinhole camera: horizontal FoV in ``fov_deg`` (default 25-100 deg; log-uniform focal),
+    fy = fx (+-1.5 %), principal point within +-4 % of the centre, and (unless ``size=(W, H)`` is forced) a
+    random resolution with aspect W/H in [0.75, 2] and about 0.5-1.2 x 256^2 pixels. The generator is used
+    the same way for any ``fov_deg``, so a seed gives the same scene and pose whatever the FoV range."""
+    fov_lo, fov_hi = check_fov_range(fov_deg)
     rng = _as_rng(rng)
     if size is None:
         aspect = math.exp(rng.uniform(math.log(0.75), math.log(2.0)))
@@ -367,8 +385,8 @@ def sample_camera(rng: np.random.Generator | int | None = None, size: tuple[int,
         w, h = int(size[0]), int(size[1])
         if w < 1 or h < 1:
             raise InvalidInputError(f"image size must be positive, got {size}")
-    f_wide = w / (2.0 * math.tan(math.radians(100.0) / 2))
-    f_tele = w / (2.0 * math.tan(math.radians(25.0) / 2))
+    f_wide = w / (2.0 * math.tan(math.radians(fov_hi) / 2))
+    f_tele = w / (2.0 * math.tan(math.radians(fov_lo) / 2))
     fx = math.exp(rng.uniform(math.log(f_wide), math.log(f_tele)))
     fy = fx * (1.0 + float(np.clip(rng.normal(0.0, 0.005), -0.015, 0.015)))
     cx = (w - 1) / 2.0 + rng.uniform(-0.04, 0.04) * w
@@ -823,14 +841,15 @@ def _make_sample(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, K: Intri
 
 
 def render_scene_sample(
-    seed: int, family: str | None = None, size: tuple[int, int] | None = None
+    seed: int, family: str | None = None, size: tuple[int, int] | None = None,
+    fov_deg: Sequence[float] | None = None,
 ) -> tuple[RGBDSample, Scene]:
     """Like :func:`render_sample` but also returns the analytic :class:`Scene` it was rendered from."""
     rng = _rng_for(seed, 1)
     if family is None:
         family = str(rng.choice(FAMILIES))
     scene = make_scene(family, rng)
-    K = sample_camera(rng, size)
+    K = sample_camera(rng, size, fov_deg)
     pose = sample_pose(scene, rng)
     rgb, depth, valid = render_view(scene, K, pose)
     meta = {"family": family, "seed": int(seed), "renderer": RENDERER_VERSION,
@@ -839,13 +858,15 @@ def render_scene_sample(
     return sample, scene
 
 
-def render_sample(seed: int, family: str | None = None, size: tuple[int, int] | None = None) -> RGBDSample:
+def render_sample(seed: int, family: str | None = None, size: tuple[int, int] | None = None,
+                  fov_deg: Sequence[float] | None = None) -> RGBDSample:
     """One rendered sample (exact depth, ``sensor="synthetic"``, pose set), deterministic per ``seed``.
 
     ``family`` is ``indoor``/``outdoor`` (random from the seed when None); ``size=(W, H)`` forces the
-    resolution (otherwise random, see :func:`sample_camera`).
+    resolution (otherwise random, see :func:`sample_camera`); ``fov_deg=(lo, hi)`` restricts the horizontal
+    FoV (a camera rig, e.g. (55, 65)); the scene and pose of a seed do not depend on it.
     """
-    return render_scene_sample(seed, family, size)[0]
+    return render_scene_sample(seed, family, size, fov_deg)[0]
 
 
 def render_views_with_scene(

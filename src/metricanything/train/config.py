@@ -57,7 +57,8 @@ class SourceConfig:
 
     * ``kind: render``: the embedded renderer (``data.mixture.render_mixed_sample``) on the fly; sample k of
       this source is rendered from seed ``seed + k`` (``num_samples`` > 0 makes it a finite set that
-      repeats, 0 = every sample new). ``sources`` optionally restricts the simulated source kinds.
+      repeats, 0 = every sample new). ``sources`` optionally restricts the simulated source kinds,
+      ``fov_deg: [lo, hi]`` the cameras' horizontal FoV (default 25-100 deg; e.g. [55, 65] for one camera rig).
     * ``kind: folder``: a folder dataset at ``path``; ``kind: shards``: shards (a folder of ``*.tar`` or a
       glob) at ``path``.
     ``weight`` is the relative probability of drawing from this source.
@@ -70,6 +71,7 @@ class SourceConfig:
     seed: int = 0
     render_size: list[int] | None = None
     sources: list[str] | None = None
+    fov_deg: list[float] | None = None  # render only: horizontal FoV range [lo, hi] (default 25-100 deg)
     trusted: bool = True
 
 

@@ -59,6 +59,10 @@ class RenderSource:
         self.size = tuple(cfg.render_size) if cfg.render_size else None
         if self.size is not None and len(self.size) != 2:
             raise InvalidInputError(f"render_size must be [W, H], got {cfg.render_size}")
+        if cfg.fov_deg is not None:
+            from metricanything.data.render import check_fov_range
+
+            check_fov_range(cfg.fov_deg)
 
     @property
     def length(self) -> int | None:
@@ -71,10 +75,10 @@ class RenderSource:
         except ImportError:  # pragma: no cover - the mixture module ships with the package
             render_mixed_sample = None
         if render_mixed_sample is not None:
-            return render_mixed_sample(seed, size=self.size, sources=self.cfg.sources)
+            return render_mixed_sample(seed, size=self.size, sources=self.cfg.sources, fov_deg=self.cfg.fov_deg)
         from metricanything.data.render import render_sample
 
-        return render_sample(seed, size=self.size)
+        return render_sample(seed, size=self.size, fov_deg=self.cfg.fov_deg)
 
 
 class FolderSource:

@@ -1,11 +1,13 @@
 """Pseudo-labelling: run a pretrained teacher over a dataset and write shards of pseudo-depth + confidence.
 
-Data: any list of folder datasets, shard sets, or the embedded renderer (``render:N[:SEED[:WxH[:KINDS]]]``), read in a
+Data: any list of folder datasets, shard sets, or the embedded renderer (``render:N[:SEED[:WxH[:KINDS[:FOVLO-FOVHI]]]]``), read in a
 fixed order (sample i of the concatenation). The samples are cut into consecutive blocks of ``shard_size``;
 block j is written by rank ``j mod world_size`` as ``<out>/pl<j:06d>-000000.tar`` plus its
 ``pl<j:06d>-index.json``. The index file is written last (atomically), so it marks a complete block: a
 re-run (after a crash, or with more ranks) skips every block that has it. ``manifest.json`` (rank 0, at the
-end) records the teacher, the options and the totals.
+end) records the teacher, the options and the totals. ``job.json`` (rank 0, at the start) records what the
+blocks depend on (the options but ``out``/``limit``/``device``/``progress``, and a SHA-256 of the teacher's
+files): a re-run with anything else different is refused instead of mixing two jobs' blocks in one folder.
 
 Per sample, the prompt comes from whatever sparse GT the sample carries (``prompt_mode=auto``):
 
@@ -75,21 +77,33 @@ class PseudoLabelConfig:
             raise ConfigError("conf_tau must be > 0")
 
 
+RENDER_SPEC = "render:N[:SEED[:WxH[:KIND,...[:FOVLO-FOVHI]]]]"
+
+
 def parse_data_spec(spec: str) -> SourceConfig:
-    """``render:N[:SEED[:WxH[:KIND,KIND...]]]`` (the embedded mixture, optionally restricted to some source
-    kinds), a shard set (directory of ``.tar``, a ``.tar`` or a glob) or a folder dataset."""
+    """``render:N[:SEED[:WxH[:KIND,KIND...[:FOVLO-FOVHI]]]]`` (the embedded mixture, optionally restricted to
+    some source kinds and to a horizontal FoV range in degrees, e.g. ``render:384:0:160x120:rendered:55-65``), a
+    shard set (directory of ``.tar``, a ``.tar`` or a glob) or a folder dataset."""
     if spec.startswith("render:"):
         parts = spec.split(":")[1:]
         try:
             n = int(parts[0])
             seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
             size = [int(v) for v in parts[2].lower().split("x")] if len(parts) > 2 and parts[2] else None
-            kinds = [k for k in parts[3].split(",") if k] if len(parts) > 3 else None
+            kinds = [k for k in parts[3].split(",") if k] or None if len(parts) > 3 else None
+            fov = [float(v) for v in parts[4].split("-")] if len(parts) > 4 and parts[4] else None
         except (ValueError, IndexError) as exc:
-            raise ConfigError(f"--data {spec!r}: expected render:N[:SEED[:WxH[:KIND,...]]]") from exc
-        if n < 1 or (size is not None and len(size) != 2):
-            raise ConfigError(f"--data {spec!r}: expected render:N[:SEED[:WxH[:KIND,...]]] with N >= 1")
-        return SourceConfig(kind="render", num_samples=n, seed=seed, render_size=size, sources=kinds)
+            raise ConfigError(f"--data {spec!r}: expected {RENDER_SPEC}") from exc
+        if n < 1 or (size is not None and len(size) != 2) or (fov is not None and len(fov) != 2) or len(parts) > 5:
+            raise ConfigError(f"--data {spec!r}: expected {RENDER_SPEC} with N >= 1")
+        if fov is not None:
+            from metricanything.data.render import check_fov_range
+
+            try:
+                check_fov_range(fov)
+            except InvalidInputError as exc:
+                raise ConfigError(f"--data {spec!r}: {exc}") from exc
+        return SourceConfig(kind="render", num_samples=n, seed=seed, render_size=size, sources=kinds, fov_deg=fov)
     p = Path(spec)
     from metricanything.data.folder import is_folder_dataset
 
@@ -193,6 +207,60 @@ def _setup_dist() -> tuple[int, int, torch.device]:
     return d.rank, d.world_size, d.device
 
 
+#: options that do not change what is written (where, how much, on what device, with a progress bar)
+RUN_ONLY_OPTIONS = ("out", "limit", "device", "progress")
+
+
+def teacher_fingerprint(path: str | Path) -> str:
+    """SHA-256 over the bytes of a checkpoint (a file, or every file of a ``save_pretrained`` folder, by name)."""
+    import hashlib
+
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(p).as_posix().encode() if p.is_dir() else f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def job_identity(cfg: PseudoLabelConfig) -> dict[str, Any]:
+    """What a pseudo-label folder's blocks depend on: every option but :data:`RUN_ONLY_OPTIONS`, plus the
+    teacher's weights fingerprint (a re-trained teacher at the same path is a different job)."""
+    ident = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_OPTIONS}
+    ident["teacher_sha256"] = teacher_fingerprint(cfg.teacher)
+    return ident
+
+
+def check_job(out: Path, ident: dict[str, Any]) -> None:
+    """Refuse to add blocks to ``out`` when it was started by a different job (``job.json``, or the
+    ``manifest.json`` of a folder written before ``job.json`` existed); write ``job.json`` when absent."""
+    job_file = out / "job.json"
+    previous: dict[str, Any] | None = None
+    if job_file.is_file():
+        try:
+            previous = json.loads(job_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{job_file}: unreadable ({exc}); delete it or use a new --out") from exc
+    elif (out / "manifest.json").is_file():
+        try:
+            old = json.loads((out / "manifest.json").read_text()).get("config", {})
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{out / 'manifest.json'}: unreadable ({exc}); use a new --out") from exc
+        previous = {k: v for k, v in old.items() if k not in RUN_ONLY_OPTIONS}
+    if previous is not None:
+        keys = sorted(k for k in set(previous) | set(ident) if k in previous and previous.get(k) != ident.get(k))
+        if keys:
+            raise ConfigError(
+                f"{out}: holds pseudo-labels of a different job (differs in {', '.join(keys)}); its blocks would "
+                "be mixed with the new ones. Use a new --out, or delete the folder to start over"
+            )
+    if not job_file.is_file():
+        write_text_atomic(job_file, json.dumps(ident, indent=2, sort_keys=True))
+
+
 def run_pseudo_label(cfg: PseudoLabelConfig) -> dict[str, Any]:
     """Label every block not yet written; returns the manifest (on every rank)."""
     import torch.distributed as dist
@@ -213,6 +281,13 @@ def run_pseudo_label(cfg: PseudoLabelConfig) -> dict[str, Any]:
     total = len(data) if cfg.limit is None else min(len(data), cfg.limit)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    ident = job_identity(cfg)
+    if rank == 0:
+        check_job(out, ident)
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+    if rank != 0:
+        check_job(out, ident)  # every rank refuses, not only rank 0
     n_blocks = math.ceil(total / cfg.shard_size)
     mine = [j for j in range(n_blocks) if j % world == rank]
     todo = [j for j in mine if not (out / f"pl{j:06d}-index.json").is_file()]
