@@ -90,7 +90,7 @@ def parse_data_spec(spec: str) -> SourceConfig:
             n = int(parts[0])
             seed = int(parts[1]) if len(parts) > 1 and parts[1] else 0
             size = [int(v) for v in parts[2].lower().split("x")] if len(parts) > 2 and parts[2] else None
-            kinds = [k for k in parts[3].split(",") if k] or None if len(parts) > 3 else None
+            kinds = ([k for k in parts[3].split(",") if k] or None) if len(parts) > 3 else None
             fov = [float(v) for v in parts[4].split("-")] if len(parts) > 4 and parts[4] else None
         except (ValueError, IndexError) as exc:
             raise ConfigError(f"--data {spec!r}: expected {RENDER_SPEC}") from exc
@@ -212,14 +212,15 @@ RUN_ONLY_OPTIONS = ("out", "limit", "device", "progress")
 
 
 def teacher_fingerprint(path: str | Path) -> str:
-    """SHA-256 over the bytes of a checkpoint (a file, or every file of a ``save_pretrained`` folder, by name)."""
+    """SHA-256 over the bytes of a checkpoint: a file, or the files (not sub-folders) of a ``save_pretrained``
+    folder, by name."""
     import hashlib
 
     p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
     h = hashlib.sha256()
     for f in files:
-        h.update(f.relative_to(p).as_posix().encode() if p.is_dir() else f.name.encode())
+        h.update(f.name.encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
