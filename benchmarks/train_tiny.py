@@ -46,6 +46,11 @@ PSEUDO_KINDS = "rendered,stereo"
 FULL_FOV, RIG_FOV = "25-100", "55-65"
 
 
+def fov_setting(fov: str) -> tuple[str, list[float] | None]:
+    """(result-key suffix, render ``fov_deg``) of a ``--student-fov`` value; the full range is the renderer's default."""
+    return ("", None) if fov == FULL_FOV else (f"_fov{fov}", [float(v) for v in fov.split("-")])
+
+
 def _log(msg: str) -> None:
     print(f"[train_tiny {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -230,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "student" not in args.skip:
         for fov in args.student_fov:
-            tag = "" if fov == FULL_FOV else f"_fov{fov}"
-            fov_deg = None if fov == FULL_FOV else [float(v) for v in fov.split("-")]
+            tag, fov_deg = fov_setting(fov)
             pseudo = out / f"pseudo{tag}"
             if pseudo.exists():  # labels of an earlier run (maybe another teacher): a benchmark starts clean
                 shutil.rmtree(pseudo)
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = results["teacher_abs_rel_1pct"] < results["interp_abs_rel_1pct"]
         print(f"teacher (1% prompts) beats linear interpolation on AbsRel: {ok}")
     for fov in args.student_fov if "student" not in args.skip else ():
-        tag = "" if fov == FULL_FOV else f"_fov{fov}"
+        tag, _ = fov_setting(fov)
         ok = results[f"student_delta1{tag}"] > results[f"median_delta1{tag}"]
         print(f"student beats the training-set median depth on delta1 (cameras {fov} deg): {ok}")
     return 0
