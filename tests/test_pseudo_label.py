@@ -121,5 +121,7 @@ def test_refuses_to_resume_a_different_job(tmp_path: Path):
     (out / "job.json").unlink()
     with pytest.raises(ConfigError, match="data"):
         run_pseudo_label(pseudo_label_config(data=["render:2:4:48x32"], **common))
-    # run-only options (limit, progress, device) may change
-    run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], limit=1, **{**common, "progress": False}))
+    # run-only options (device, progress) may change; the limit may not (it sizes the last block)
+    run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], device="cpu", **common))
+    with pytest.raises(ConfigError, match="limit"):
+        run_pseudo_label(pseudo_label_config(data=["render:2:3:48x32"], limit=1, **common))

@@ -6,7 +6,7 @@ block j is written by rank ``j mod world_size`` as ``<out>/pl<j:06d>-000000.tar`
 ``pl<j:06d>-index.json``. The index file is written last (atomically), so it marks a complete block: a
 re-run (after a crash, or with more ranks) skips every block that has it. ``manifest.json`` (rank 0, at the
 end) records the teacher, the options and the totals. ``job.json`` (rank 0, at the start) records what the
-blocks depend on (the options but ``out``/``limit``/``device``/``progress``, and a SHA-256 of the teacher's
+blocks depend on (the options but ``out``/``device``/``progress``, and a SHA-256 of the teacher's
 files): a re-run with anything else different is refused instead of mixing two jobs' blocks in one folder.
 
 Per sample, the prompt comes from whatever sparse GT the sample carries (``prompt_mode=auto``):
@@ -207,8 +207,9 @@ def _setup_dist() -> tuple[int, int, torch.device]:
     return d.rank, d.world_size, d.device
 
 
-#: options that do not change what is written (where, how much, on what device, with a progress bar)
-RUN_ONLY_OPTIONS = ("out", "limit", "device", "progress")
+#: options that do not change what is written (where, on what device, with a progress bar). ``limit`` is not
+#: one: it sets the size of the last block, which a re-run with another limit would skip as complete.
+RUN_ONLY_OPTIONS = ("out", "device", "progress")
 
 
 def teacher_fingerprint(path: str | Path) -> str:
@@ -252,7 +253,7 @@ def check_job(out: Path, ident: dict[str, Any]) -> None:
             raise ConfigError(f"{out / 'manifest.json'}: unreadable ({exc}); use a new --out") from exc
         previous = {k: v for k, v in old.items() if k not in RUN_ONLY_OPTIONS}
     if previous is not None:
-        keys = sorted(k for k in set(previous) | set(ident) if k in previous and previous.get(k) != ident.get(k))
+        keys = sorted(k for k in previous if previous[k] != ident.get(k))
         if keys:
             raise ConfigError(
                 f"{out}: holds pseudo-labels of a different job (differs in {', '.join(keys)}); its blocks would "
