@@ -576,7 +576,7 @@ def _run_student(model, x, resolved, idx, precision):
             "the camera's focal for reliable metric scale (--fx / --fov-x or a sidecar intrinsics JSON; "
             "intrinsics= or f_px= in Python)",
             EstimatedFocalWarning,
-            stacklevel=4,
+            stacklevel=3,  # the caller of infer()
         )
     for j, (K, src) in enumerate(Kout):
         if K is None:
