@@ -11,7 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from metricanything.api import DepthResult, infer, load_model
+from metricanything.api import (
+    DepthResult,
+    EstimatedFocalWarning,
+    SyntheticModelWarning,
+    infer,
+    load_model,
+    model_info,
+)
 from metricanything.camera import Intrinsics, IntrinsicsSource
 from metricanything.errors import InvalidInputError
 from metricanything.models.checkpoint import save_pretrained
@@ -151,9 +158,12 @@ def test_student_fov_head_estimates_focal() -> None:
     torch.manual_seed(2)
     model = Student(student_config("fixture_tiny", use_fov_head=True)).eval()
     img = _image(40, 60, seed=9)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         res = infer(model, img)
+    # one warning, saying the focal is an estimate and that this in-memory model's head error is unmeasured
+    assert [w.category for w in caught] == [EstimatedFocalWarning]
+    assert "field-of-view head (its error is unmeasured" in str(caught[0].message)
     assert res.intrinsics_source is IntrinsicsSource.ESTIMATED
     assert math.isclose(res.intrinsics.fx, 60.0, rel_tol=1e-4)  # an untrained FoV head predicts 53.13 deg
     given = infer(model, img, f_px=60.0)
@@ -210,3 +220,52 @@ def test_load_model_round_trip(tmp_path: Path, teacher: Teacher) -> None:
         res = infer(low, im, f_px=20.0)
         assert res.depth.dtype == np.float32 and np.isfinite(res.depth).all() and (res.depth > 0).all()
         np.testing.assert_allclose(res.depth, infer(teacher, im, f_px=20.0).depth, rtol=0.1)
+
+
+def test_fp16_on_cpu_is_refused_bf16_suggested(tmp_path: Path, teacher: Teacher) -> None:
+    save_pretrained(teacher, tmp_path / "t")
+    with pytest.raises(InvalidInputError, match=r"fp16 on the CPU is refused.*Use bf16"):
+        load_model(tmp_path / "t", device="cpu", precision="fp16")
+    img = _image(30, 30, seed=13)
+    with pytest.raises(InvalidInputError, match=r"fp16 on the CPU is refused.*Use bf16"):
+        infer(teacher, img, f_px=30.0, precision="fp16")
+    half = Teacher(teacher_config("test")).half().eval()  # fp16 weights run in fp16 whatever the precision
+    with pytest.raises(InvalidInputError, match=r"weights are fp16 on the CPU.*model.float\(\)"):
+        infer(half, img, f_px=30.0)
+    assert np.isfinite(infer(half.float(), img, f_px=30.0).depth).all()
+
+
+def test_implausible_intrinsics_are_refused(teacher: Teacher) -> None:
+    img = _image(480, 640, seed=14)
+    with pytest.raises(InvalidInputError, match=r"f_px 0: fx = 4.25 px gives a horizontal field of view of 178.5 deg"):
+        infer(teacher, img, f_px=4.25)  # millimetres by mistake
+    with pytest.raises(InvalidInputError, match=r"f_px 0: fx = 1e\+12 px gives a horizontal field of view of 3.7e-08"):
+        infer(teacher, img, f_px=1e12)
+    with pytest.raises(InvalidInputError, match=r"intrinsics 0: cx = 5000 px is outside this image"):
+        infer(teacher, img, intrinsics=Intrinsics(500.0, 500.0, 5000.0, 240.0, 640, 480))
+
+
+def test_bundled_student_says_what_it_is(tmp_path: Path) -> None:
+    """load_model of the bundled student warns that it is a synthetic-data demonstrator (naming the official
+    student) and carries its FoV head's measured error, read from its training.json; other models do not."""
+    import json
+
+    from metricanything.models.bundled import bundled_model_dir
+
+    with pytest.warns(SyntheticModelWarning, match="synthetic renders only") as rec:
+        model = load_model(bundled_model_dir("student"))
+    assert "yjh001/metricanything_student_depthmap" in str(rec[0].message)
+    check = json.loads((bundled_model_dir("student") / "training.json").read_text())["fov_head_check"]
+    info = model_info(model)
+    assert info.bundled and info.fov_head_error_deg == check["mean_abs_fov_error_deg"]
+    assert info.fov_head_error_samples == check["samples"]
+    with pytest.warns(EstimatedFocalWarning, match=f"{check['mean_abs_fov_error_deg']:.1f} deg"):
+        infer(model, _image(36, 48, seed=15))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        infer(model, _image(36, 48, seed=15), f_px=40.0)  # a given focal: no warning
+        load_model(bundled_model_dir("teacher"))  # the demonstrator notice is about the prompt-free student
+        torch.manual_seed(3)
+        save_pretrained(Student(student_config("fixture_tiny", use_fov_head=True)), tmp_path / "own")
+        own = load_model(tmp_path / "own")
+    assert not model_info(own).bundled and model_info(own).fov_head_error_deg is None

@@ -138,3 +138,151 @@ def test_bundled_teacher_honours_a_500_point_prompt(tmp_path, seed, capsys):
     pred = np.load(tmp_path / "out" / "view" / "depth.npy")
     rel = np.abs(pred[v[k], u[k]] - z) / z
     assert float(np.median(rel)) <= 0.05
+
+
+# ---------------------------------------------------------------------------------------------- honest defaults
+PX = "Focal lengths are in pixels of this image"
+PP = "--cx/--cy are pixel coordinates in this"
+
+
+@pytest.mark.parametrize(
+    ("size", "flags", "named", "fix"),
+    [
+        ((640, 480), ["--fx", "4.25"], "--fx 4.25", PX),  # millimetres by mistake: hFoV 178.5 deg
+        ((640, 480), ["--fx", "1e12"], "--fx 1e+12", PX),  # would give an all-zero depth map
+        ((451, 300), ["--fx", "400", "--cx", "5000"], "--cx 5000", PP),
+        ((451, 300), ["--fx", "400", "--cy", "-3"], "--cy -3", PP),
+        ((640, 480), ["--fx", "500", "--fy", "2"], "--fy 2", PX),
+        ((40, 900), ["--fx", "30"], "--fx (used as fy) 30", PX),  # fine horizontally, 172.4 deg vertically
+        ((640, 480), ["--fx", "500", "--fy", "5000"], "--fy 5000", PX),  # pixel aspect 10
+        ((640, 480), ["--fov-x", "1"], "--fov-x 1", "in degrees (not radians)"),
+    ],
+)
+def test_implausible_intrinsics_flags_fail_naming_the_flag(tmp_path, teacher_dir, capsys, size, flags, named, fix):
+    _image(tmp_path / "img.png", *size)
+    out = tmp_path / "out"
+    code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(out), "--model", str(teacher_dir),
+                 "--quiet", "--no-vis", *flags])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert f"FAILED img: {named}:" in captured.err
+    assert "outside" in captured.err and fix in captured.err
+    assert "0 done, 1 failed" in captured.out
+    assert not (out / "img").exists()
+
+
+def test_plausible_extremes_are_accepted(tmp_path, teacher_dir):
+    """Realistic lenses pass: 10 mm on full frame (122 deg) and 400 mm (5.2 deg across the long side), in
+    landscape and in portrait (where the horizontal FoV of the 400 mm lens is 3.9 deg)."""
+    for w, h in ((640, 480), (480, 640)):
+        _image(tmp_path / "img.png", w, h)
+        for mm in (10, 400):
+            fx = max(w, h) / 36 * mm
+            code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(tmp_path / f"o{w}_{mm}"), "--model",
+                         str(teacher_dir), "--quiet", "--no-vis", "--fx", str(fx)])
+            assert code == 0, (w, h, mm)
+
+
+def test_fov_x_outside_the_range_is_refused_before_any_work(tmp_path, teacher_dir, capsys):
+    _image(tmp_path / "img.png")
+    code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(tmp_path / "o"), "--model", str(teacher_dir),
+                 "--fov-x", "179"])
+    assert code == 2
+    assert "--fov-x 179" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_implausible_sidecar_and_exif_name_the_file(tmp_path, teacher_dir, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _image(inp / "side.png", 640, 480)
+    (inp / "side.json").write_text(json.dumps({"cam_in": [4.25, 4.25, 320.0, 240.0]}))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 1  # a 1 mm (35 mm-equivalent) lens: 173.6 deg
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(inp / "cam.jpg", exif=exif)
+    code = main(["infer", "-i", str(inp), "-o", str(tmp_path / "o"), "--model", str(teacher_dir), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"FAILED side: {inp / 'side.json'}: implausible intrinsics for side.png" in err
+    assert f"FAILED cam: {inp / 'cam.jpg'}: its EXIF FocalLengthIn35mmFilm" in err
+
+
+def test_all_invalid_depth_is_a_failure(tmp_path, capsys):
+    from metricanything.models.checkpoint import save_pretrained
+    from metricanything.models.teacher import Teacher, teacher_config
+
+    model = Teacher(teacher_config("test"))
+    with torch.no_grad():
+        model.decoder.head[0].bias.fill_(float("nan"))  # the network now outputs NaN everywhere
+    save_pretrained(model, tmp_path / "broken")
+    _image(tmp_path / "img.png")
+    out = tmp_path / "out"
+    code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(out), "--model", str(tmp_path / "broken"),
+                 "--fx", "40", "--quiet"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "FAILED img: the model gave no valid depth anywhere in this image" in captured.err
+    assert "0 done, 1 failed" in captured.out
+    assert not (out / "img").exists()
+
+
+def test_fp16_on_cpu_is_refused_with_bf16_suggested(tmp_path, teacher_dir, capsys):
+    _image(tmp_path / "img.png")
+    code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(tmp_path / "o"), "--model", str(teacher_dir),
+                 "--fx", "40", "--precision", "fp16", "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "fp16 on the CPU is refused" in err and "--precision bf16" in err
+    assert main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(tmp_path / "o"), "--model", str(teacher_dir),
+                 "--fx", "40", "--precision", "bf16", "--quiet", "--no-vis"]) == 0
+
+
+def test_bundled_student_notices_once_per_run_and_fov_error_recorded(tmp_path, capsys):
+    """Without --model and intrinsics: one line saying the bundled student is a synthetic-data demonstrator
+    (naming the official student), one line with the FoV head's measured error, for a run of three images;
+    each intrinsics.json records that error as written in the checkpoint's training.json."""
+    from metricanything.models.bundled import bundled_model_dir
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(3):
+        _image(inp / f"v{k}.png", 48, 36, seed=k)
+    code = main(["infer", "-i", str(inp), "-o", str(tmp_path / "out"), "--quiet", "--no-vis"])
+    assert code == 0
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("synthetic renders only") == 1
+    assert "student_depthmap.pt" in err and "yjh001/metricanything_student_depthmap" in err
+    assert err.count("field-of-view head") == 1
+    check = json.loads((bundled_model_dir("student") / "training.json").read_text())["fov_head_check"]
+    assert f"{check['mean_abs_fov_error_deg']:.1f} deg" in err
+    assert "synthetic" not in captured.out and "field-of-view" not in captured.out  # stderr only
+    for k in range(3):
+        meta = json.loads((tmp_path / "out" / f"v{k}" / "intrinsics.json").read_text())
+        assert meta["source"] == "estimated" and meta["intrinsics_origin"] == "model FoV head"
+        assert meta["fov_head_error_deg"] == check["mean_abs_fov_error_deg"]
+        assert meta["fov_head_median_rel_focal_error"] == check["median_rel_focal_error"]
+        assert meta["fov_head_error_samples"] == check["samples"]
+    # with a focal given: the demonstrator notice stays, the FoV-head warning goes
+    code = main(["infer", "-i", str(inp), "-o", str(tmp_path / "out2"), "--quiet", "--no-vis", "--fov-x", "60"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("synthetic renders only") == 1 and "field-of-view head" not in err
+    assert "fov_head_error_deg" not in json.loads((tmp_path / "out2" / "v0" / "intrinsics.json").read_text())
+
+
+def test_own_student_fov_head_error_is_unmeasured(tmp_path, capsys):
+    from metricanything.models.checkpoint import save_pretrained
+    from metricanything.models.student import Student, student_config
+
+    torch.manual_seed(0)
+    save_pretrained(Student(student_config("fixture_tiny", use_fov_head=True)), tmp_path / "own")
+    _image(tmp_path / "img.png", 48, 36)
+    code = main(["infer", "-i", str(tmp_path / "img.png"), "-o", str(tmp_path / "out"), "--model",
+                 str(tmp_path / "own"), "--quiet", "--no-vis"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "synthetic renders only" not in err  # not the bundled demonstrator
+    assert err.count("field-of-view head (its error is unmeasured") == 1
+    meta = json.loads((tmp_path / "out" / "img" / "intrinsics.json").read_text())
+    assert meta["source"] == "estimated" and meta["fov_head_error_deg"] == "unmeasured"

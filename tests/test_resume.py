@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from metricanything.train.checkpointing import (
+    capture_rng_state,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    restore_rng_state,
     save_checkpoint,
 )
 from metricanything.train.loop import lr_factor
@@ -100,6 +102,28 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path: Path) -> None:
     # a stray half-written temporary (a killed writer) is never listed as a checkpoint
     (tmp_path / "checkpoints" / ".step_00000009.pt.abc.tmp.pt").write_bytes(b"garbage")
     assert latest_checkpoint(tmp_path).name == "step_00000004.pt"
+
+
+def test_rng_state_is_plain_data_and_restores_exactly(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    random.random()
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's legacy state
+    state = capture_rng_state()
+    first = (random.random(), random.gauss(0, 1), np.random.standard_normal(4), np.random.randint(0, 1 << 30),
+             torch.rand(3))  # fmt: skip
+    path = save_checkpoint(tmp_path, 1, {"rng": [state]})
+    torch.load(path, weights_only=True)  # plain data: loads without unpickling any object
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    restore_rng_state(load_checkpoint(path)["rng"][0])
+    again = (random.random(), random.gauss(0, 1), np.random.standard_normal(4), np.random.randint(0, 1 << 30),
+             torch.rand(3))  # fmt: skip
+    assert first[:2] == again[:2] and first[3] == again[3]
+    assert np.array_equal(first[2], again[2]) and torch.equal(first[4], again[4])
 
 
 def test_lr_schedule_warmup_then_cosine() -> None:

@@ -16,26 +16,38 @@ For the teacher with prompt points, depth does not depend on the focal (the prom
 intrinsics are still needed for ``points``. For the student and for prompt-free teacher inference, depth scales
 linearly with the focal length.
 
+Given intrinsics (1, 2) must be plausible for the image (horizontal and vertical FoV in 5-170 deg, principal
+point inside the image, see :func:`metricanything.camera.implausible_intrinsics`), else
+:class:`InvalidInputError`: a focal in millimetres instead of pixels would silently scale every depth.
+A focal from the FoV head (3) issues an :class:`EstimatedFocalWarning` quoting the head's measured error,
+read from the checkpoint's ``training.json`` (``fov_head_check``; "unmeasured" when absent), see
+:func:`model_info`. Loading the bundled student issues a :class:`SyntheticModelWarning` (it is a demonstrator
+trained on synthetic renders only).
+
 Precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``. With fp32 weights, low precision runs under
 :func:`torch.autocast`; a model whose weights were loaded in low precision runs in that dtype. If a
 low-precision run produces a non-finite depth anywhere, a warning is issued and the batch is recomputed in fp32
 (on a float32 copy of the model when its weights are low precision), so outputs are always finite.
+fp16 on the CPU is refused (:class:`InvalidInputError`): CPUs have no fp16 matrix/convolution units, so
+PyTorch emulates it, many times slower than fp32; bf16 is the CPU's low-precision option.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from metricanything.camera import Intrinsics, IntrinsicsSource, unproject
+from metricanything.camera import Intrinsics, IntrinsicsSource, implausible_intrinsics, unproject
 from metricanything.errors import InvalidInputError
 
 #: Fallback focal length as a multiple of the image width (fx = W, i.e. 53.13 deg horizontal FoV).
@@ -45,6 +57,115 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: the official student, for real-image quality (released ``student_depthmap.pt``, or this hub id)
+OFFICIAL_STUDENT_HUB_ID = "yjh001/metricanything_student_depthmap"
+
+SYNTHETIC_STUDENT_NOTICE = (
+    "the bundled student (the default model without a prompt) is a small demonstrator trained on synthetic "
+    "renders only: expect large depth errors on real photographs. For real-image quality use the official "
+    "MetricAnything student: --model (load_model in Python) with the released student_depthmap.pt, or its hub "
+    f"id {OFFICIAL_STUDENT_HUB_ID}"
+)
+
+
+class SyntheticModelWarning(UserWarning):
+    """The model in use is the bundled demonstrator, trained on synthetic renders only."""
+
+
+class EstimatedFocalWarning(UserWarning):
+    """The focal length (hence the metric scale) came from the model's field-of-view head."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded checkpoint says about itself (attached to the model by :func:`load_model`).
+
+    Attributes:
+        source: the path or hub id given to :func:`load_model` (empty for a model built in memory).
+        directory: the local checkpoint folder, when there is one (``None`` for hub ids / in-memory models).
+        bundled: this is the package's bundled demonstrator model.
+        fov_head_error_deg: mean absolute horizontal-FoV error of the FoV head, as measured by the
+            checkpoint's ``training.json`` (``fov_head_check.mean_abs_fov_error_deg``); ``None`` = unmeasured.
+        fov_head_rel_focal_error: median relative focal error |f - f_true| / f_true of the same check
+            (``median_rel_focal_error``; depth scales with the focal, so this is also the depth-scale error).
+        fov_head_error_samples: how many held-out images those figures were measured on.
+    """
+
+    source: str = ""
+    directory: Path | None = None
+    bundled: bool = False
+    fov_head_error_deg: float | None = None
+    fov_head_rel_focal_error: float | None = None
+    fov_head_error_samples: int | None = None
+
+    def fov_head_error_text(self) -> str:
+        """The FoV head's measured error as one human-readable clause."""
+        if self.fov_head_error_deg is None:
+            where = f"{self.directory / TRAINING_RECORD}" if self.directory is not None else "this model"
+            return f"its error is unmeasured: no fov_head_check in {where}"
+        rel = (
+            f", median relative focal error {100 * self.fov_head_rel_focal_error:.0f}%"
+            if self.fov_head_rel_focal_error is not None
+            else ""
+        )
+        n = f" on {self.fov_head_error_samples} held-out images" if self.fov_head_error_samples else ""
+        where = f", see {self.directory / TRAINING_RECORD}" if self.directory is not None else ""
+        return f"measured mean |horizontal FoV error| {self.fov_head_error_deg:.1f} deg{rel}{n}{where}"
+
+    def fov_head_error_record(self) -> dict[str, Any]:
+        """The FoV head's measured error as JSON fields (``"unmeasured"`` where there is no figure)."""
+        return {
+            "fov_head_error_deg": self.fov_head_error_deg if self.fov_head_error_deg is not None else "unmeasured",
+            "fov_head_median_rel_focal_error": (
+                self.fov_head_rel_focal_error if self.fov_head_rel_focal_error is not None else "unmeasured"
+            ),
+            "fov_head_error_samples": self.fov_head_error_samples,
+            "fov_head_error_source": (
+                str(self.directory / TRAINING_RECORD) if self.fov_head_error_deg is not None and self.directory else None
+            ),
+        }
+
+
+#: the training/metadata record written next to a bundled checkpoint by scripts/bundle_models.py
+TRAINING_RECORD = "training.json"
+_INFO_ATTR = "metricanything_info"
+
+
+def _read_model_info(path_or_id: str | os.PathLike, kind: str) -> ModelInfo:
+    from metricanything.models.bundled import bundled_root
+
+    p = Path(path_or_id).expanduser()
+    directory = p if p.is_dir() else p.parent if p.is_file() else None
+    if directory is None:
+        return ModelInfo(source=str(path_or_id))
+    card: dict = {}
+    record: dict = {}
+    try:
+        card = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("card") or {}
+    except (OSError, ValueError, AttributeError):
+        card = {}
+    try:
+        record = json.loads((directory / TRAINING_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    bundled = directory.resolve() == (bundled_root() / kind).resolve() or (
+        isinstance(card, dict) and card.get("name") == f"metricanything bundled {kind}"
+    )
+    check = record.get("fov_head_check") if isinstance(record, dict) else None
+    err = rel = n = None
+    if isinstance(check, dict) and isinstance(check.get("mean_abs_fov_error_deg"), (int, float)):
+        err = float(check["mean_abs_fov_error_deg"])
+        if isinstance(check.get("median_rel_focal_error"), (int, float)):
+            rel = float(check["median_rel_focal_error"])
+        n = int(check["samples"]) if isinstance(check.get("samples"), int) else None
+    return ModelInfo(str(path_or_id), directory, bool(bundled), err, rel, n)
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """The :class:`ModelInfo` :func:`load_model` attached to ``model`` (an empty one for in-memory models)."""
+    info = getattr(model, _INFO_ATTR, None)
+    return info if isinstance(info, ModelInfo) else ModelInfo()
 
 
 @dataclass(eq=False)
@@ -93,15 +214,40 @@ def _precision_dtype(precision: str) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def _check_cpu_precision(device: torch.device, precision: str, weight_dtype: torch.dtype = torch.float32) -> None:
+    """Refuse fp16 compute on the CPU (see the module docstring)."""
+    if device.type != "cpu":
+        return
+    if precision == "fp16":
+        raise InvalidInputError(
+            "precision fp16 on the CPU is refused: CPUs have no fp16 matrix/convolution units, so PyTorch "
+            "emulates fp16 there, many times slower than fp32. Use bf16 (--precision bf16, precision='bf16'), "
+            "the CPU's low-precision option, or fp32; fp16 is for GPUs"
+        )
+    if weight_dtype == torch.float16:
+        raise InvalidInputError(
+            "the model's weights are fp16 on the CPU, where fp16 is emulated and many times slower than fp32: "
+            "call model.float() or model.bfloat16(), or load it with precision='fp32' or 'bf16'"
+        )
+
+
 def load_model(path_or_id: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> nn.Module:
     """Load a Teacher or Student checkpoint (folder, file, official ``.pt`` or hub id) in eval mode.
 
-    ``precision`` other than fp32 casts the weights (halves memory); see the module docstring.
+    ``precision`` other than fp32 casts the weights (halves memory); fp16 on the CPU is refused (use bf16).
+    The returned model carries a :class:`ModelInfo` (see :func:`model_info`); loading the bundled student
+    issues a :class:`SyntheticModelWarning`.
     """
-    from metricanything.models.checkpoint import from_pretrained
+    from metricanything.models.checkpoint import from_pretrained, model_kind
 
     dtype = _precision_dtype(precision)
-    return from_pretrained(path_or_id, device=device, dtype=None if dtype == torch.float32 else dtype)
+    _check_cpu_precision(torch.device(device), precision)
+    model = from_pretrained(path_or_id, device=device, dtype=None if dtype == torch.float32 else dtype)
+    info = _read_model_info(path_or_id, model_kind(model))
+    setattr(model, _INFO_ATTR, info)
+    if info.bundled and model_kind(model) == "student":
+        warnings.warn(SYNTHETIC_STUDENT_NOTICE, SyntheticModelWarning, stacklevel=2)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -227,13 +373,25 @@ def _resolve_intrinsics(
                 f"intrinsics {index} are for a {intrinsics.width}x{intrinsics.height} image but the image is "
                 f"{w}x{h} (use Intrinsics.resized/cropped to follow the image)"
             )
+        _check_plausible(intrinsics, f"intrinsics {index}")
         return intrinsics, IntrinsicsSource.GIVEN
     if f_px is not None:
         f = float(f_px)
         if not np.isfinite(f) or f <= 0:
             raise InvalidInputError(f"f_px {index} must be finite and > 0, got {f_px!r}")
-        return Intrinsics.from_focal(f, w, h), IntrinsicsSource.GIVEN
+        K = Intrinsics.from_focal(f, w, h)
+        _check_plausible(K, f"f_px {index}")
+        return K, IntrinsicsSource.GIVEN
     return None, None
+
+
+def _check_plausible(K: Intrinsics, what: str) -> None:
+    problems = implausible_intrinsics(K)
+    if problems:
+        raise InvalidInputError(
+            f"{what}: " + "; ".join(text for _, text in problems) + ". Focal lengths are in pixels of this image "
+            "(fx = focal_mm / sensor_width_mm x image width in px) and the principal point lies inside it"
+        )
 
 
 def _fallback(h: int, w: int, index: int, reason: str) -> tuple[Intrinsics, IntrinsicsSource]:
@@ -324,7 +482,8 @@ def infer(
     resolved = [_resolve_intrinsics(Ks[i], fs[i], *t.shape[-2:], i) for i, t in enumerate(tensors)]
     if device is not None:
         model.to(device)
-    dev, _ = _model_device_dtype(model)
+    dev, wdtype = _model_device_dtype(model)
+    _check_cpu_precision(dev, precision, wdtype)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape[-2:]), []).append(i)
@@ -410,6 +569,15 @@ def _run_student(model, x, resolved, idx, precision):
         }
 
     out = _run_guarded(fn, model, precision)
+    if any(unknown):
+        warnings.warn(
+            f"focal length estimated by the model's field-of-view head ({model_info(model).fov_head_error_text()}); "
+            "metric depth scales with the focal length, so a focal error is the same relative depth error. Give "
+            "the camera's focal for reliable metric scale (--fx / --fov-x or a sidecar intrinsics JSON; "
+            "intrinsics= or f_px= in Python)",
+            EstimatedFocalWarning,
+            stacklevel=3,  # the caller of infer()
+        )
     for j, (K, src) in enumerate(Kout):
         if K is None:
             Kout[j] = (Intrinsics.from_focal(float(out["f_px"][j]), w, h), src)

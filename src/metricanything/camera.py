@@ -153,6 +153,64 @@ class Intrinsics:
         )
 
 
+#: Field of view (degrees) accepted across an image's long side; see :func:`implausible_intrinsics`.
+PLAUSIBLE_FOV_DEG = (5.0, 170.0)
+#: Accepted pixel aspect ratio fy / fx (square pixels are 1; anamorphic capture reaches 2:1 at most).
+PLAUSIBLE_PIXEL_ASPECT = (0.5, 2.0)
+
+
+def implausible_intrinsics(K: Intrinsics, fov_range: tuple[float, float] = PLAUSIBLE_FOV_DEG) -> list[tuple[str, str]]:
+    """What is implausible about ``K`` for its image, as ``(parameter, explanation)`` pairs (empty: plausible).
+
+    Checked: the field of view across the image's long side (horizontal, 2 atan(W / 2 fx), for a landscape
+    image; vertical, 2 atan(H / 2 fy), for a portrait one) must lie in ``fov_range``; neither axis may exceed
+    its upper end; fy / fx must lie in :data:`PLAUSIBLE_PIXEL_ASPECT`; the principal point must lie inside
+    the image ([-0.5, W - 0.5] x [-0.5, H - 0.5]).
+
+    Why 5-170 degrees: real pinhole (rectilinear) images stay well inside it. The widest rectilinear lenses
+    made cover about 120-130 degrees (e.g. 10 mm on full frame: 122 deg across the long side); beyond that
+    images are fisheye, where the pinhole model does not hold, and 170 deg leaves a wide margin. At the
+    narrow end 5 deg is a 400 mm lens on full frame (a phone's 10x zoom, 260 mm equivalent, is ~8 deg),
+    past what phones, webcams, robots, vehicles and drones use and far past the training range of
+    monocular depth models. What the bounds must catch are unit mistakes: a focal in millimetres instead of
+    pixels (``fx = 4.25`` on a 640-px image is 178.5 deg, which a 1-179 deg range would let through) and
+    focal lengths off by orders of magnitude (``fx = 1e12`` on 640 px is 4e-8 deg): these give depth maps
+    wrong by that factor, or empty. The narrow bound applies to the long side only, so a lens accepted in
+    landscape is accepted in portrait too.
+    """
+    lo, hi = fov_range
+    problems: list[tuple[str, str]] = []
+    axes = {"fx": (K.fx, K.width, "horizontal", "wide"), "fy": (K.fy, K.height, "vertical", "tall")}
+    fovs = {name: math.degrees(2.0 * math.atan(size / (2.0 * f))) for name, (f, size, _, _) in axes.items()}
+    long_side = "fx" if K.width >= K.height else "fy"
+
+    def describe(name: str) -> str:
+        f, size, axis, side = axes[name]
+        fov = fovs[name]
+        shown = f"{fov:.1f}" if fov >= 0.1 else f"{fov:.2g}"
+        return (f"{name} = {f:.6g} px gives a {axis} field of view of {shown} deg on this {size}-px-{side} image, "
+                f"outside the plausible {lo:g}-{hi:g} deg")  # fmt: skip
+
+    for name in ("fx", "fy"):
+        if fovs[name] > hi:
+            problems.append((name, describe(name)))
+    if fovs[long_side] < lo:
+        problems.append((long_side, describe(long_side)))
+    a_lo, a_hi = PLAUSIBLE_PIXEL_ASPECT
+    if not problems and not a_lo <= K.fy / K.fx <= a_hi:
+        problems.append(
+            ("fy", f"fy / fx = {K.fy:.6g} / {K.fx:.6g} = {K.fy / K.fx:.3g} is outside the plausible pixel aspect "
+                   f"{a_lo:g}-{a_hi:g} (square pixels: fy = fx)")  # fmt: skip
+        )
+    for name, c, size in (("cx", K.cx, K.width), ("cy", K.cy, K.height)):
+        if not -0.5 <= c <= size - 0.5:
+            problems.append(
+                (name, f"{name} = {c:.6g} px is outside this image ({name} must lie in [-0.5, {size - 0.5:g}] "
+                 f"for a {K.width}x{K.height} image)")  # fmt: skip
+            )
+    return problems
+
+
 def pixel_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer pixel-centre coordinates (u, v), each H x W float64."""
     v, u = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")

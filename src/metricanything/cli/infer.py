@@ -12,7 +12,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder (one sub-folder per image)")
     parser.add_argument(
         "--model",
-        help="checkpoint folder, official .pt, or hub id (default: bundled teacher with --prompt, bundled student otherwise)",
+        help="checkpoint folder, official .pt, or hub id (default: bundled teacher with --prompt, bundled student "
+        "otherwise; the bundled student is a synthetic-data demonstrator: for real images use the official "
+        "student_depthmap.pt or yjh001/metricanything_student_depthmap)",
     )
     parser.add_argument(
         "--prompt",
@@ -21,13 +23,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "or a folder holding <image stem>.<ext> per image",
     )
     parser.add_argument("--lidar-calib", type=Path, help='JSON {"T_cam_lidar": 4x4, "point_dims": 4} for LiDAR prompts')
-    parser.add_argument("--fx", type=float, help="focal length in pixels (fy defaults to fx)")
-    parser.add_argument("--fy", type=float)
-    parser.add_argument("--cx", type=float, help="principal point x (default: image centre)")
-    parser.add_argument("--cy", type=float)
+    parser.add_argument(
+        "--fx", type=float,
+        help="focal length in pixels of the input image, not mm (fy defaults to fx); must give a field of view "
+        "of 5-170 deg",
+    )
+    parser.add_argument("--fy", type=float, help="vertical focal length in pixels (default: --fx)")
+    parser.add_argument("--cx", type=float, help="principal point x in pixels, inside the image (default: its centre)")
+    parser.add_argument("--cy", type=float, help="principal point y in pixels, inside the image (default: its centre)")
     parser.add_argument("--fov-x", type=float, help="horizontal field of view in degrees (instead of --fx)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+        help="fp32 (default); bf16 (CPU or GPU); fp16 (GPU only: refused on the CPU, where it is emulated and slow)",
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--video-stride", type=int, default=1, help="process every N-th video frame")
     parser.add_argument("--ply", action="store_true", help="also write an edge-filtered coloured PLY point cloud")

@@ -29,7 +29,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_config: str 
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the newest checkpoint in the run directory (starts fresh if there is none)",
+        help="continue from the newest checkpoint in the run directory (starts fresh if there is none); checkpoints "
+        "are read as plain data only, a file that pickles code is refused",
     )
 
 

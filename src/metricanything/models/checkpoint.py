@@ -251,11 +251,67 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read safetensors weights ({e})") from e
 
 
-def _load_torch_state(path: Path) -> dict[str, torch.Tensor]:
+def _unsafe_globals(path: Path) -> list[str]:
+    """The pickled classes / functions ``path`` refers to that plain-data loading refuses (read statically)."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files
-        raise CheckpointError(f"{path}: cannot read the PyTorch state dict ({type(e).__name__}: {e})") from e
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # noqa: BLE001 - not a torch zip file (legacy pickle) or unreadable: nothing to list
+        return []
+
+
+def load_plain_torch_file(path: str | os.PathLike, what: str, fix: str) -> Any:
+    """``torch.load`` of a file that may hold only plain data: tensors, numbers, strings, lists, tuples, dicts.
+
+    Loads with ``weights_only=True``, so a file that pickles anything else (classes, functions: loading
+    those can run arbitrary code) is refused *before* any of it runs, with a :class:`CheckpointError`
+    naming the file, what it references, and ``fix``. ``what`` names the expected content (e.g.
+    "training checkpoint"). Unreadable files raise :class:`CheckpointError` too.
+    """
+    import pickle
+
+    p = Path(path)
+    try:
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        names = _unsafe_globals(p)
+        refs = f" (it references {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+        # ``from None``: torch's own message suggests weights_only=False, i.e. running the file's code
+        raise CheckpointError(
+            f"{p}: refused to load this {what}: it holds pickled Python objects{refs}, not only tensors and "
+            f"plain values, and unpickling them could run arbitrary code. {fix}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt or truncated files
+        raise CheckpointError(f"{p}: cannot read this {what} ({type(e).__name__}: {e}). {fix}") from e
+
+
+def _training_checkpoint_error(path: Path, obj: dict) -> CheckpointError:
+    """A model was asked for, but ``path`` is a training checkpoint (``<run>/checkpoints/step_*.pt``)."""
+    run = path.parent.parent if path.parent.name == "checkpoints" else None
+    exported = run / "model" if run is not None else None
+    where = (
+        f"load the run's exported model folder {exported}"
+        if exported is not None and (exported / CONFIG_NAME).is_file()
+        else "load the run's exported model folder (<run>/model, written when training finishes), or finish "
+        "the run with --resume first"
+    )
+    return CheckpointError(
+        f"{path}: this is a training checkpoint (step {obj.get('step')}, model + optimiser state for "
+        f"--resume), not a model checkpoint; {where}"
+    )
+
+
+def _looks_like_training_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and "format_version" in obj and "optimizer" in obj and "step" in obj
+
+
+def _load_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    fix = (
+        "Model weights are read only from safetensors files or plain PyTorch state dicts (name -> tensor); "
+        "a training checkpoint <run>/checkpoints/step_*.pt is not a model: use <run>/model."
+    )
+    obj = load_plain_torch_file(path, "model file", fix)
+    if _looks_like_training_checkpoint(obj):
+        raise _training_checkpoint_error(path, obj)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

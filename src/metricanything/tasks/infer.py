@@ -12,6 +12,13 @@ For every input image this writes, into ``OUT/<image stem>/``:
 
 Focal resolution order: explicit values (``--fx/--fy/--cx/--cy``, ``--fov-x``) -> sidecar JSON -> EXIF
 35 mm-equivalent focal -> the model's FoV head (``estimated``) -> a fallback that always warns.
+
+Honest defaults: intrinsics from flags, a sidecar or EXIF must be plausible for the image (field of view
+5-170 deg across its long side and at most 170 deg across the other, pixel aspect fy/fx 0.5-2, principal point
+inside the image; :func:`metricanything.camera.implausible_intrinsics`), else that image fails with a message
+naming the flag or file. A focal from the FoV head is announced once per run with
+the head's measured error (also recorded in ``intrinsics.json`` as ``fov_head_error_deg``), and so is the
+bundled student's synthetic-only training. An image whose depth is invalid everywhere counts as failed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import math
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from metricanything.camera import Intrinsics, IntrinsicsSource, splat_points_to_depth, transform_points
+from metricanything.camera import (
+    PLAUSIBLE_FOV_DEG,
+    Intrinsics,
+    IntrinsicsSource,
+    implausible_intrinsics,
+    splat_points_to_depth,
+    transform_points,
+)
 from metricanything.depth_io import read_exif_focal_px, read_image, read_intrinsics_json, write_depth
 from metricanything.errors import InputFileError, InvalidInputError, MetricAnythingError
 
@@ -134,6 +149,18 @@ class IntrinsicsOptions:
             raise InvalidInputError("--fy/--cx/--cy need --fx (or give --fov-x)")
         if self.fx is not None and self.fov_x is not None:
             raise InvalidInputError("give either --fx or --fov-x, not both")
+        for flag, value in (("--fx", self.fx), ("--fy", self.fy)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InvalidInputError(f"{flag} {value:g}: a focal length must be a positive number of pixels")
+        for flag, value in (("--cx", self.cx), ("--cy", self.cy)):
+            if value is not None and not math.isfinite(value):
+                raise InvalidInputError(f"{flag} {value:g}: the principal point must be a finite pixel coordinate")
+        lo, hi = PLAUSIBLE_FOV_DEG
+        if self.fov_x is not None and not (math.isfinite(self.fov_x) and 0 < self.fov_x <= hi):
+            raise InvalidInputError(
+                f"--fov-x {self.fov_x:g}: the horizontal field of view must be in the plausible {lo:g}-{hi:g} deg "
+                "(degrees, not radians; a fisheye image needs undistorting first)"
+            )
 
 
 def find_sidecar(path: Path) -> Path | None:
@@ -154,20 +181,71 @@ def resolve_intrinsics(
     """
     h, w = item.image.shape[:2]
     if options.fov_x is not None:
-        return Intrinsics.from_fov(options.fov_x, w, h), IntrinsicsSource.GIVEN, f"--fov-x {options.fov_x}"
+        K = Intrinsics.from_fov(options.fov_x, w, h)
+        _check_flags(K, {"fx": "--fov-x", "fy": "--fov-x"}, options)
+        return K, IntrinsicsSource.GIVEN, f"--fov-x {options.fov_x}"
     if options.fx is not None:
         fy = options.fy if options.fy is not None else options.fx
         cx = options.cx if options.cx is not None else (w - 1) / 2.0
         cy = options.cy if options.cy is not None else (h - 1) / 2.0
-        return Intrinsics(options.fx, fy, cx, cy, w, h), IntrinsicsSource.GIVEN, "command-line flags"
+        K = Intrinsics(options.fx, fy, cx, cy, w, h)
+        flags = {"fx": "--fx", "fy": "--fy" if options.fy is not None else "--fx (used as fy)", "cx": "--cx", "cy": "--cy"}
+        _check_flags(K, flags, options)
+        return K, IntrinsicsSource.GIVEN, "command-line flags"
     sidecar = find_sidecar(item.path)
     if sidecar is not None:
-        return read_intrinsics_json(sidecar, w, h), IntrinsicsSource.SIDECAR, str(sidecar)
+        K = read_intrinsics_json(sidecar, w, h)
+        problems = implausible_intrinsics(K)
+        if problems:
+            raise InputFileError(
+                sidecar,
+                f"implausible intrinsics for {item.path.name}: " + "; ".join(t for _, t in problems)
+                + f". {_FOCAL_FIX.format(w=w)}; fix or remove this sidecar file, or pass --fx / --fov-x",
+            )
+        return K, IntrinsicsSource.SIDECAR, str(sidecar)
     if item.frame is None:
         f = read_exif_focal_px(item.path, w, h)
         if f is not None:
-            return Intrinsics.from_focal(f, w, h), IntrinsicsSource.EXIF, "EXIF FocalLengthIn35mmFilm"
+            K = Intrinsics.from_focal(f, w, h)
+            problems = implausible_intrinsics(K)
+            if problems:
+                raise InputFileError(
+                    item.path,
+                    "its EXIF FocalLengthIn35mmFilm gives implausible intrinsics: "
+                    + "; ".join(t for _, t in problems) + ". Pass --fx or --fov-x for this image",
+                )
+            return K, IntrinsicsSource.EXIF, "EXIF FocalLengthIn35mmFilm"
     return None, None, ""
+
+
+_FOCAL_FIX = "Focal lengths are in pixels of this image: fx = focal_mm / sensor_width_mm x {w} px"
+
+
+def _check_flags(K: Intrinsics, flags: dict[str, str], options: IntrinsicsOptions) -> None:
+    """Raise :class:`InvalidInputError` naming the flag at fault when ``K`` (from flags) is implausible."""
+    problems = implausible_intrinsics(K)
+    if not problems:
+        return
+    param, text = problems[0]
+    flag = flags[param]
+    w, h = K.width, K.height
+    if flag == "--fov-x":
+        flag = f"--fov-x {options.fov_x:g}"
+        fix = "--fov-x is the horizontal field of view in degrees (not radians) of this image"
+    elif param in ("fx", "fy"):
+        value = options.fx if param == "fx" or options.fy is None else options.fy
+        flag = f"{flag} {value:g}"
+        fix = (
+            f"{_FOCAL_FIX.format(w=w)}" if param == "fx" else f"Focal lengths are in pixels of this image: "
+            f"fy = focal_mm / sensor_height_mm x {h} px"
+        ) + ", or give --fov-x in degrees instead"
+    else:
+        flag = f"{flag} {getattr(options, param):g}"
+        fix = (
+            f"--cx/--cy are pixel coordinates in this {w}x{h} image; leave them out to use its centre "
+            f"({(w - 1) / 2:g}, {(h - 1) / 2:g})"
+        )
+    raise InvalidInputError(f"{flag}: {text}. {fix}")
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -361,11 +439,24 @@ def _prompt_for(item: InputImage, options: InferOptions, K: Intrinsics | None):
     return prompt, {"prompt": str(path), "prompt_points": int(prompt.num_points)}
 
 
-def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOptions) -> InferReport:
-    """Process every image of ``input_spec``; bad files are reported and skipped, never abort the run."""
+def _say(text: str) -> None:
+    """One notice line on stderr (kept clear of the progress bar)."""
     from tqdm import tqdm
 
-    from metricanything.api import infer, load_model
+    tqdm.write(text, file=sys.stderr)
+
+
+def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOptions) -> InferReport:
+    """Process every image of ``input_spec``; bad files are reported and skipped, never abort the run.
+
+    Run-level notices go to stderr once per run, never per image: the bundled student's synthetic-only
+    training (:class:`~metricanything.api.SyntheticModelWarning`) and a focal from the FoV head
+    (:class:`~metricanything.api.EstimatedFocalWarning`, with the head's measured error). Other warnings
+    (e.g. the focal fallback) are printed per image.
+    """
+    from tqdm import tqdm
+
+    from metricanything.api import EstimatedFocalWarning, infer, load_model, model_info
     from metricanything.models.bundled import resolve_model
 
     out_root = Path(out_root)
@@ -373,8 +464,14 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
     report = InferReport()
     kind = "teacher" if options.prompt is not None else "student"
     model_path = resolve_model(options.model, kind)
-    model = load_model(model_path, device=options.device, precision=options.precision)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(model_path, device=options.device, precision=options.precision)
+    for w in caught:
+        _say(f"note: {w.message}")
+    info = model_info(model)
     report.model = model_path
+    announced_estimate = False
     bar = tqdm(items, desc="infer", unit="img", disable=not options.progress)
     for entry in bar:
         if isinstance(entry, tuple):
@@ -390,24 +487,36 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
                 warnings.simplefilter("always")
                 result = infer(model, item.image, intrinsics=K, prompt=prompt, precision=options.precision)
             for w in caught:
+                if issubclass(w.category, EstimatedFocalWarning):
+                    if not announced_estimate:
+                        _say(f"warning: {w.message}")
+                        announced_estimate = True
+                    continue
                 tqdm.write(f"warning ({item.name}): {w.message}")
+            record: dict = {}
             if source is not None:
                 result.intrinsics_source = source
             else:
                 origin = "model FoV head" if result.intrinsics_source == IntrinsicsSource.ESTIMATED else "fallback"
-            record = {
+                if result.intrinsics_source == IntrinsicsSource.ESTIMATED:
+                    record.update(info.fov_head_error_record())
+            if not result.valid.any():
+                raise InvalidInputError(
+                    f"the model gave no valid depth anywhere in this image (focal {result.intrinsics.fx:.6g} px from "
+                    f"{origin}); nothing written. Check the focal length / intrinsics and the model (--model)"
+                )
+            record.update({
                 "intrinsics_origin": origin,
                 "model": model_path,
                 "input": str(item.path) + ("" if item.frame is None else f"#frame={item.frame}"),
                 **prompt_record,
-            }
+            })
             write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply, options.glb)
             f = result.intrinsics.fx
+            shown = result.depth[result.valid]
             tqdm.write(
-                f"{item.name}: focal {f:.1f} px (hFoV {2 * math.degrees(math.atan(result.intrinsics.width / (2 * f))):.1f} deg) "
-                f"from {result.intrinsics_source.value}; depth "
-                f"{np.nanmin(np.where(result.valid, result.depth, np.nan)):.2f}-"
-                f"{np.nanmax(np.where(result.valid, result.depth, np.nan)):.2f} m"
+                f"{item.name}: focal {f:.1f} px (hFoV {result.intrinsics.fov_x:.1f} deg) "
+                f"from {result.intrinsics_source.value}; depth {shown.min():.2f}-{shown.max():.2f} m"
             )
             report.done.append(item.name)
         except MetricAnythingError as exc:

@@ -8,7 +8,11 @@ loop needs to continue as if it had never stopped:
 * ``step`` (optimiser steps done; the data stream is a pure function of (seed, step), so this is also the
   data position), ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``ema`` (or None);
 * ``rng``: one entry per rank with the python / numpy / torch (CPU and CUDA) generator states;
-* ``config`` (the resolved config dict, informational), ``world_size``, ``format_version``.
+* ``config_json`` (the resolved config as a JSON string, informational), ``world_size``, ``format_version``.
+
+Everything in it is plain data (tensors, numbers, strings, lists, tuples, dicts; the generator states
+too, see :func:`capture_rng_state`), so it is read with ``torch.load(weights_only=True)``: a crafted
+``step_*.pt`` that pickles code is refused before any of it runs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import torch
 from metricanything.atomic import atomic_path
 from metricanything.errors import CheckpointError
 
-FORMAT_VERSION = 1
+#: 2: plain data only (format 1 pickled numpy RNG state and needed unsafe unpickling)
+FORMAT_VERSION = 2
 _NAME_RE = re.compile(r"^step_(\d{8,})\.pt$")
 
 
@@ -86,23 +91,44 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict onto the CPU; :class:`CheckpointError` if unreadable or of another format."""
+    """Load a checkpoint dict onto the CPU as plain data; :class:`CheckpointError` if unsafe, unreadable or
+    of another format (nothing in the file is ever executed)."""
+    from metricanything.models.checkpoint import load_plain_torch_file
+
     p = Path(path)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise CheckpointError(f"{p}: cannot read training checkpoint ({exc})") from exc
+    fix = (
+        f"metricanything training checkpoints (format {FORMAT_VERSION}) hold only plain data; this file was "
+        "written by another program or an older metricanything. Move it out of the checkpoints folder to "
+        "resume from an earlier one, or start the run again without --resume."
+    )
+    state = load_plain_torch_file(p, "training checkpoint", fix)
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{p}: not a metricanything training checkpoint (format {FORMAT_VERSION})")
+        found = state.get("format_version") if isinstance(state, dict) else None
+        raise CheckpointError(
+            f"{p}: not a metricanything training checkpoint of format {FORMAT_VERSION} (found format {found!r}); "
+            "start the run again without --resume"
+        )
     return state
 
 
 # ---------------------------------------------------------------------------------------------- RNG
 def capture_rng_state() -> dict[str, Any]:
-    """python / numpy / torch (CPU and every CUDA device) generator states of this process."""
+    """python / numpy / torch (CPU and every CUDA device) generator states of this process, as plain data.
+
+    The Mersenne-Twister words of python and numpy are stored as int64 tensors (no numpy arrays, no
+    pickled objects), so a checkpoint holding them loads with ``weights_only=True``.
+    """
+    version, words, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": int(version), "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "bit_generator": str(np_state["bit_generator"]),
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -111,8 +137,18 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Inverse of :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
+    nps = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": nps["bit_generator"],
+            "state": {"key": nps["key"].numpy().astype(np.uint32), "pos": nps["pos"]},
+            "has_gauss": nps["has_gauss"],
+            "gauss": nps["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

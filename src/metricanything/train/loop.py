@@ -521,7 +521,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                     "ema": ema.state_dict() if ema is not None else None,
                     "rng": rng_states,
                     "world_size": d.world_size,
-                    "config": cfg.to_dict(),
+                    "config_json": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
                 },
                 keep_last=cfg.train.keep_last,
             )
