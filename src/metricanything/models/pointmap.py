@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,6 +62,7 @@ __all__ = [
     "ConvStack",
     "PointMapModel",
     "PointMapPrediction",
+    "image_to_tensor",
     "read_official_checkpoint",
     "from_official_checkpoint",
     "save_official_checkpoint",
@@ -553,7 +555,7 @@ class PointMapModel(nn.Module):
         }
 
     # -- inference ------------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @torch.no_grad()
     def infer(
         self,
         image: Tensor,
@@ -573,7 +575,8 @@ class PointMapModel(nn.Module):
         ``fx_px`` (focal in pixels, square pixels) is given, in which case only the shift is solved. The
         principal point is always the image centre. ``force_projection`` recomputes points from depth and
         intrinsics; ``apply_mask`` puts +inf outside the mask. ``use_fp16`` runs the network under float16
-        autocast (the released code's default; ours is float32); post-processing is float32.
+        autocast (the released code's default; ours is float32); post-processing is float32. Runs under
+        ``no_grad`` (the released code uses ``inference_mode``; same numbers, but our outputs stay editable).
         """
         if fov_x is not None and fx_px is not None:
             raise InvalidInputError("give at most one of fov_x and fx_px")
@@ -619,6 +622,15 @@ class PointMapModel(nn.Module):
             for f in ("points", "depth", "mask", "intrinsics", "focal", "shift", "metric_scale", "fit_rms"):
                 setattr(res, f, getattr(res, f).squeeze(0))
         return res
+
+
+def image_to_tensor(rgb: np.ndarray) -> Tensor:
+    """(3, H, W) float32 model input from an H x W x 3 uint8 RGB array, as the released ``infer.py`` builds it
+    (``float32(u8 / 255.0)`` computed in float64)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise InvalidInputError(f"expected an H x W x 3 uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+    return torch.from_numpy((rgb / 255.0).astype(np.float32)).permute(2, 0, 1).contiguous()
 
 
 # ------------------------------------------------------------------------------------------------ files
