@@ -640,8 +640,10 @@ def read_official_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> t
     """(model_config, state_dict) of a released-format checkpoint: a ``.pt`` path or the loaded dict.
 
     Files are read with ``torch.load(weights_only=True)``: only tensors and plain containers are accepted, and
-    nothing in the file can run code. Raises :class:`InputFileError` (missing / unreadable / unsafe file) or
-    :class:`CheckpointError` (wrong content).
+    nothing in the file can run code. Other top-level entries of the dict (metadata) are ignored, as the
+    released loader does. Raises :class:`InputFileError` (missing / unreadable / unsafe file) or
+    :class:`CheckpointError` (wrong content). A hub id is resolved to a file by the caller, e.g.
+    ``huggingface_hub.hf_hub_download(OFFICIAL_POINTMAP_HUB_ID, OFFICIAL_POINTMAP_FILE)``.
     """
     if isinstance(source, Mapping):
         obj: Any = source
