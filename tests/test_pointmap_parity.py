@@ -286,8 +286,10 @@ def test_implementation_mistakes_move_outputs_as_documented(
         if col == "flips":
             assert got[col] == want, (col, got)
         else:
-            # the README gives 3 significant digits; our variant reproduces the official variant's numbers
-            assert got[col] == pytest.approx(want, rel=0.02, abs=1e-8), (col, got)
+            # the README gives 3 significant digits; our variant reproduces the official variant's numbers (up to
+            # the thread-count rounding the README measured: <= 1.9e-6 forward, 9.5e-6 infer, 1.2e-7 intrinsics)
+            noise = {"intrinsics": 2e-7}.get(col, 2e-6 if col.startswith("fwd") else 1e-5)
+            assert got[col] == pytest.approx(want, rel=0.02, abs=noise), (col, got)
     assert max(got["fwd_points"], got["fwd_mask"], got["fwd_scale"]) > FWD_TOL
     assert got["infer_depth"] > INFER_TOL
 
@@ -335,6 +337,9 @@ def test_every_weight_matters(weights: dict[str, torch.Tensor], io: dict[str, to
     assert fwd > 10 * FWD_TOL or max(got["infer_points"], got["infer_depth"]) > 10 * INFER_TOL, got
 
 
-def test_unused_mask_token_changes_nothing(weights: dict[str, torch.Tensor], io: dict[str, torch.Tensor]) -> None:
-    got = _diffs(_perturbed(weights, "encoder.backbone.mask_token"), io)
-    assert got == dict.fromkeys(COLUMNS, 0) | {"flips": 0}
+def test_unused_mask_token_changes_nothing(
+    model: PointMapModel, weights: dict[str, torch.Tensor], io: dict[str, torch.Tensor]
+) -> None:
+    # same process, same threads: bit-identical to the unperturbed model (the stored outputs may differ from
+    # ours by thread-count rounding, ~1e-6)
+    assert _diffs(_perturbed(weights, "encoder.backbone.mask_token"), io) == _diffs(model, io)
