@@ -73,6 +73,9 @@ class ViTConfig:
     rope_rescale_coords: float | None = None  # training-only random coordinate rescale (DINOv3: 2.0)
     norm_eps: float = 1e-6
     layout: Literal["timm", "dinov3"] = "timm"
+    # learned only: None resizes the position grid to the token grid by output size (timm); a number o resizes
+    # it by scale factor (n + o) / grid per axis like the official DINOv2 code (``interpolate_offset``, 0.1)
+    pos_embed_interp_offset: float | None = None
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
@@ -89,6 +92,9 @@ class ViTConfig:
             raise ConfigError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.depth < 1 or self.patch_size < 1:
             raise ConfigError("depth and patch_size must be positive")
+        off = self.pos_embed_interp_offset
+        if off is not None and not 0 < off < 1:
+            raise ConfigError(f"pos_embed_interp_offset must be None or in (0, 1), got {off}")
 
     @property
     def head_dim(self) -> int:
@@ -474,7 +480,17 @@ class VisionTransformer(nn.Module):
             return pe
         grid = patch_pe.reshape(1, g, g, -1).permute(0, 3, 1, 2)
         dtype = grid.dtype
-        grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=False)
+        off = self.cfg.pos_embed_interp_offset
+        if off is None:
+            grid = F.interpolate(grid.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=False)
+        else:
+            # official DINOv2: the kernel's source coordinates use this (non-integer) scale, not in/out sizes
+            scale = ((h + off) / g, (w + off) / g)
+            grid = F.interpolate(grid.float(), scale_factor=scale, mode="bicubic", align_corners=False,
+                                 antialias=False)
+            if tuple(grid.shape[-2:]) != (h, w):
+                raise ValueError(f"pos_embed_interp_offset {off} maps a {g}x{g} grid to "
+                                 f"{tuple(grid.shape[-2:])}, not {h}x{w}")
         patch_pe = grid.to(dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([cls_pe, patch_pe], dim=1)
 
