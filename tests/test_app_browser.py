@@ -277,3 +277,25 @@ def test_examples_are_one_click_away(driver, server) -> None:
     assert driver.find_element(By.ID, "intrinsics-source").text == "sidecar"
     assert "400 points from street_prompt.csv" in driver.find_element(By.ID, "model-text").text
     assert driver.find_element(By.ID, "name-text").text == "street.png"
+
+
+def test_dropping_a_file_on_the_page_runs_it(driver, server) -> None:
+    open_page(driver, server)
+    Select(driver.find_element(By.ID, "model")).select_by_value("teacher")
+    driver.find_element(By.ID, "fx").send_keys("250")
+    # Selenium cannot drag files from the desktop: dispatch the same drop event a browser makes
+    driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        fetch('api/examples/room/image').then(r => r.blob()).then(blob => {
+          const dt = new DataTransfer();
+          dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+          document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+          done();
+        });
+        """
+    )
+    wait_result(driver, None)
+    assert driver.find_element(By.ID, "name-text").text == "dropped.png"
+    assert driver.find_element(By.ID, "intrinsics-source").text == "given"
+    assert driver.find_element(By.ID, "image-name").text == "dropped.png"
