@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fuse": ("fuse", "fuse per-view metric depth with known poses into one point cloud"),
     "export": ("export", "export a checkpoint to ONNX"),
     "smoke": ("smoke", "a seconds-long end-to-end check of the geometry and file layer"),
+    "app": ("app", "a local web app: drop an image, see its metric depth, 3D point cloud and downloads"),
 }
 
 
