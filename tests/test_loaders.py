@@ -287,10 +287,13 @@ def test_booster_disparity_xml_calibration_and_mask(tmp_path: Path) -> None:
     mask = np.full((H, W), 255, np.uint8)
     mask[4, 4] = 0
     write_png(scene / "mask_00.png", mask)
+    # intrinsics come from mtxL (as the authors' released evaluation reads them), not from proj_matL
     (scene / "calib_00-02.xml").write_text(
         '<?xml version="1.0"?>\n<opencv_storage>\n'
+        '<mtxL type_id="opencv-matrix">\n  <rows>3</rows>\n  <cols>3</cols>\n  <dt>d</dt>\n'
+        "  <data>\n    2.4e+03 0. 1.9e+03 0. 2.4e+03 1.5e+03 0. 0. 1.</data></mtxL>\n"
         '<proj_matL type_id="opencv-matrix">\n  <rows>3</rows>\n  <cols>4</cols>\n  <dt>d</dt>\n'
-        "  <data>\n    2.4e+03 0. 1.9e+03 0. 0. 2.4e+03 1.5e+03 0. 0. 0. 1. 0.</data></proj_matL>\n"
+        "  <data>\n    2.3e+03 0. 1.8e+03 0. 0. 2.3e+03 1.4e+03 0. 0. 0. 1. 0.</data></proj_matL>\n"
         "<baselineLR>7.8e+01</baselineLR>\n</opencv_storage>\n"
     )
     a, b = only(load_dataset("booster", tmp_path, split="train"))

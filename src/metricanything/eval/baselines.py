@@ -54,6 +54,9 @@ class Predictor(abc.ABC):
     needs_prompt: bool = False
     #: Can make use of a prompt.
     accepts_prompt: bool = True
+    #: ``(W, H)`` of a fixed input the model resizes every image to (a student's square network input), or
+    #: None. Benchmarks with ``input_resize: released`` resize the image to it themselves, the released way.
+    input_size: tuple[int, int] | None = None
 
     @abc.abstractmethod
     def predict(
@@ -347,6 +350,7 @@ class ExternalModel(Predictor):
         pass_intrinsics: bool = False,
         prompt_format: str = "prompt",
         upsample: str = "bilinear",
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         if needs_prompt and not accepts_prompt:
             raise InvalidInputError(f"{name}: a model that needs a prompt must accept one")
@@ -355,6 +359,7 @@ class ExternalModel(Predictor):
         self.fn, self.name = fn, name
         self.needs_prompt, self.accepts_prompt = needs_prompt, accepts_prompt
         self.pass_intrinsics, self.prompt_format, self.upsample = pass_intrinsics, prompt_format, upsample
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
 
     def predict(self, sample, prompt, intrinsics_for_model):
         kwargs: dict[str, Any] = {}
@@ -379,16 +384,19 @@ class ExternalModel(Predictor):
         *,
         accepts_prompt: bool,
         needs_prompt: bool = False,
+        input_size: tuple[int, int] | None = None,
     ) -> ExternalModel:
         """Adapter for our API: ``infer(model, image, intrinsics=K, prompt=P) -> DepthResult``.
 
         The API is passed in (not imported) because ``eval`` sits above ``api`` in the layer order.
+        ``input_size``: the model's fixed square input ``(S, S)`` (students), see :attr:`Predictor.input_size`.
         """
 
         def call(image: np.ndarray, prompt: Prompt | None = None, intrinsics: Intrinsics | None = None) -> Any:
             return infer(model, image, intrinsics=intrinsics, prompt=prompt)
 
-        return cls(call, name, needs_prompt=needs_prompt, accepts_prompt=accepts_prompt, pass_intrinsics=True)
+        return cls(call, name, needs_prompt=needs_prompt, accepts_prompt=accepts_prompt, pass_intrinsics=True,
+                   input_size=input_size)  # fmt: skip
 
 
 #: baseline name (after ``baseline:``) -> factory taking the value after ``=`` (or None).

@@ -11,7 +11,9 @@ key                 meaning
 ``split``           split passed to the loader (``null`` = the loader's default)
 ``loader_options``  extra keyword arguments of the loader (e.g. nuScenes ``cameras``)
 ``root_env``        environment variable holding the dataset root (the ``--root`` flag overrides it;
-                    otherwise ``$METRICANYTHING_DATA/<dataset>`` is tried)
+                    otherwise ``root``, then ``$METRICANYTHING_DATA/<dataset>`` is tried)
+``root``            default dataset root; a relative path is looked up from the current directory, then
+                    from the source checkout's root (the folder holding ``configs/benchmarks/``)
 ``layout``          the expected folder layout, quoted in the error when the root is missing
 ``crop``            ``none`` | ``eigen`` | ``garg`` | ``nyu`` | ``[top, bottom, left, right]`` (an
                     evaluation mask; the model always sees the whole image)
@@ -37,6 +39,20 @@ key                 meaning
 ``distance_bins``   GT-depth bin edges (m) of the per-range breakdown and the error-by-distance plot
 ``limit``           default number of samples (``null`` = all; ``--limit`` overrides)
 ``seed``            base seed of the prompt patterns (prompt of sample i = pattern seeded by seed + i)
+``seed_per_sample`` ``false``: every sample's prompt uses ``seed`` itself (the real-frames recipe)
+``input_resize``    ``native`` | ``released``: with ``released``, a model with a fixed square input (a student)
+                    gets the uint8 image resized to that size as the authors' released evaluation does it
+                    (bilinear with antialiasing on uint8, rounded; then scaled to [0, 1] and normalised), its
+                    intrinsics resized with it, and its prediction is brought back to the GT size in inverse
+                    depth (bilinear, ``align_corners=False``, then 1 / clamp(inverse, 1e-3, 1e3))
+``compare``         predictors always evaluated next to the user's (e.g. ``baseline:linear``)
+``reference``       a predictor (one of ``compare``) every other one is compared to, frame by frame: the
+                    geometric mean over frames of AbsRel / reference AbsRel, frames worse, worst ratio
+``oracle_constant`` add ``oracle:constant`` to the prompt-free column: per frame, the single depth value
+                    with the highest delta1 on the scored pixels (it sees the GT; an upper bound for any
+                    prediction that only knows the scale), see :func:`~metricanything.eval.protocol.oracle_constant`
+``skip_incompatible`` a predictor that cannot run a column (a prompt-free student in a prompted column, a
+                    prompt-only baseline in the prompt-free one) is left out of it instead of refused
 ``train_median``    training-set median depth (m) for the ``baseline:train_median`` constant, if known
 ``train_split``     else the loader split whose median GT depth is that constant (computed on demand)
 ``synthetic``       for ``dataset: synthetic``: ``family``, ``num``, ``seed_offset``, ``size`` ``[W, H]``,
@@ -51,7 +67,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -72,6 +88,7 @@ FOCAL_SOURCES = ("gt", "predicted")
 RANGE_BOUNDS = ("open", "closed")
 UPSAMPLE_MODES = ("bilinear", "nearest")
 ALIGN_ON = ("gt", "prompt")
+INPUT_RESIZES = ("native", "released")
 
 #: Environment variable naming an extra folder of benchmark YAML files (searched first).
 BENCHMARK_DIR_ENV = "METRICANYTHING_BENCHMARKS"
@@ -107,6 +124,7 @@ class BenchmarkSpec:
     split: str | None = None
     loader_options: dict[str, Any] = field(default_factory=dict)
     root_env: str | None = None
+    root: str | None = None
     layout: str = ""
     crop: str | tuple[int, int, int, int] = "none"
     crop_size: tuple[int, int] | None = None
@@ -128,6 +146,12 @@ class BenchmarkSpec:
     distance_bins: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
     limit: int | None = None
     seed: int = 0
+    seed_per_sample: bool = True
+    input_resize: str = "native"
+    compare: tuple[str, ...] = ()
+    reference: str | None = None
+    oracle_constant: bool = False
+    skip_incompatible: bool = False
     train_median: float | None = None
     train_split: str | None = None
     synthetic: SyntheticSpec | None = None
@@ -260,7 +284,7 @@ def spec_from_dict(raw: dict[str, Any], where: str = "benchmark") -> BenchmarkSp
     for key, options in (
         ("range_bounds", RANGE_BOUNDS), ("alignment", ALIGNMENTS), ("alignment_space", ALIGNMENT_SPACES),
         ("align_on", ALIGN_ON), ("aggregation", AGGREGATIONS), ("focal_source", FOCAL_SOURCES),
-        ("upsample", UPSAMPLE_MODES), ("nonpositive", ("raise", "clip")),
+        ("upsample", UPSAMPLE_MODES), ("nonpositive", ("raise", "clip")), ("input_resize", INPUT_RESIZES),
     ):
         if key in raw:
             out[key] = _choice(raw[key], key, options, where)
@@ -270,6 +294,16 @@ def spec_from_dict(raw: dict[str, Any], where: str = "benchmark") -> BenchmarkSp
     if not all(isinstance(p, str) and p for p in prompts):
         raise DatasetError(f"{where}: prompts must be a list of pattern strings, got {prompts!r}")
     out["prompts"] = tuple(prompts)
+    compare = raw.get("compare") or ()
+    if isinstance(compare, str):
+        compare = (compare,)
+    if not all(isinstance(c, str) and c for c in compare) or len(set(compare)) != len(compare):
+        raise DatasetError(f"{where}: compare must be a list of distinct predictor names, got {compare!r}")
+    out["compare"] = tuple(compare)
+    if raw.get("reference") is not None and raw["reference"] not in out["compare"]:
+        raise DatasetError(f"{where}: reference {raw['reference']!r} must be one of compare ({list(out['compare'])})")
+    if raw.get("root") is not None and (not isinstance(raw["root"], str) or not raw["root"]):
+        raise DatasetError(f"{where}: root must be a path string, got {raw['root']!r}")
     for key in ("eval_resolution", "model_resolution"):
         if raw.get(key) is not None:
             w, h = _pair(raw[key], key, where)
@@ -287,7 +321,7 @@ def spec_from_dict(raw: dict[str, Any], where: str = "benchmark") -> BenchmarkSp
         out["train_median"] = float(raw["train_median"])
         if not out["train_median"] > 0:
             raise DatasetError(f"{where}: train_median must be > 0, got {raw['train_median']!r}")
-    for key in ("clip_prediction", "exclude_prompt_pixels"):
+    for key in ("clip_prediction", "exclude_prompt_pixels", "seed_per_sample", "oracle_constant", "skip_incompatible"):
         if key in raw and not isinstance(raw[key], bool):
             raise DatasetError(f"{where}: {key} must be true or false, got {raw[key]!r}")
     if raw.get("loader_options") is not None and not isinstance(raw["loader_options"], dict):
@@ -332,8 +366,28 @@ def _synthetic_from_dict(raw: dict[str, Any], where: str) -> SyntheticSpec:
 
 
 # ---------------------------------------------------------------------------------------------- roots
+def checkout_root() -> Path | None:
+    """The source checkout's root (the folder holding ``configs/benchmarks/``), or None when installed."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "configs" / "benchmarks").is_dir() else None
+
+
+def spec_root_candidates(spec: BenchmarkSpec) -> list[Path]:
+    """Where the benchmark's own ``root`` is looked up, in order (absolute: itself only)."""
+    if spec.root is None:
+        return []
+    path = Path(os.path.expanduser(spec.root))
+    if path.is_absolute():
+        return [path]
+    out = [Path.cwd() / path]
+    checkout = checkout_root()
+    if checkout is not None and (checkout / path).resolve() != (Path.cwd() / path).resolve():
+        out.append(checkout / path)
+    return out
+
+
 def resolve_root(spec: BenchmarkSpec, root: str | os.PathLike | None = None) -> Path | None:
-    """The dataset root: ``root`` (CLI) > ``$<root_env>`` > ``$METRICANYTHING_DATA/<dataset>``.
+    """The dataset root: ``root`` (CLI) > ``$<root_env>`` > the spec's ``root`` > ``$METRICANYTHING_DATA/<dataset>``.
 
     Usually a folder; some loaders also take a file (NYU's ``.mat``).
 
@@ -348,6 +402,17 @@ def resolve_root(spec: BenchmarkSpec, root: str | os.PathLike | None = None) -> 
         path, origin = Path(root), "--root"
     elif spec.root_env and os.environ.get(spec.root_env):
         path, origin = Path(os.environ[spec.root_env]), f"${spec.root_env}"
+    elif spec.root is not None:
+        candidates = spec_root_candidates(spec)
+        for path in candidates:
+            if path.exists():
+                return path
+        tried = " and ".join(str(p) for p in candidates)
+        how = f"--root PATH or ${spec.root_env}" if spec.root_env else "--root PATH"
+        raise DatasetError(
+            f"dataset folder {spec.root!r} of benchmark {spec.name!r} does not exist (looked for {tried}); "
+            f"pass {how}.{_layout_hint(spec)}"
+        )
     elif os.environ.get(DATA_ROOT_ENV):
         path, origin = Path(os.environ[DATA_ROOT_ENV]) / spec.dataset, f"${DATA_ROOT_ENV}/{spec.dataset}"
     else:
@@ -395,20 +460,46 @@ def check_loader(spec: BenchmarkSpec) -> None:
 
 # ---------------------------------------------------------------------------------------------- samples
 def iter_benchmark_samples(
-    spec: BenchmarkSpec, root: str | os.PathLike | None = None, limit: int | None = None
+    spec: BenchmarkSpec,
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    sample_ids: Sequence[str] | None = None,
 ) -> Iterator[RGBDSample]:
-    """Yield the benchmark's samples in a fixed order (at most ``limit``, else ``spec.limit``)."""
-    limit = limit if limit is not None else spec.limit
-    if spec.is_synthetic:
-        yield from _iter_synthetic(spec, limit)
-        return
-    path = resolve_root(spec, root)
-    from metricanything.data.loaders import load_dataset  # noqa: PLC0415 - heavy; real datasets only
+    """Yield the benchmark's samples in a fixed order (at most ``limit``, else ``spec.limit``).
 
-    for count, sample in enumerate(load_dataset(spec.dataset, path, split=spec.split, **spec.loader_options)):
+    ``sample_ids`` keeps only those samples (in the benchmark's order); an id the benchmark does not hold
+    raises :class:`DatasetError` listing the ids it has.
+    """
+    limit = limit if limit is not None else spec.limit
+    wanted = set(sample_ids) if sample_ids is not None else None
+    if spec.is_synthetic:
+        source: Iterator[RGBDSample] = _iter_synthetic(spec, None if wanted else limit)
+    else:
+        path = resolve_root(spec, root)
+        from metricanything.data.loaders import load_dataset  # noqa: PLC0415 - heavy; real datasets only
+
+        dataset = load_dataset(spec.dataset, path, split=spec.split, **spec.loader_options)
+        ids = getattr(dataset, "sample_ids", None)
+        if wanted and ids is not None:  # folder datasets know their ids: read only the wanted samples
+            missing = sorted(wanted - set(ids))
+            if missing:
+                raise DatasetError(f"benchmark {spec.name!r} has no sample {', '.join(missing)}; it has: {', '.join(ids)}")
+            source = (dataset[i] for i, sid in enumerate(ids) if sid in wanted)
+        else:
+            source = iter(dataset)
+    count, seen = 0, set()
+    for sample in source:
         if limit is not None and count >= limit:
             break
+        if wanted is not None:
+            if sample.sample_id not in wanted:
+                continue
+            seen.add(sample.sample_id)
+        count += 1
         yield sample
+    if wanted is not None and (limit is None or count < limit) and seen != wanted:
+        missing = sorted(wanted - seen)
+        raise DatasetError(f"benchmark {spec.name!r} has no sample {', '.join(missing)}")
 
 
 def _iter_synthetic(spec: BenchmarkSpec, limit: int | None) -> Iterator[RGBDSample]:
@@ -498,11 +589,13 @@ __all__ = [
     "SyntheticSpec",
     "benchmark_dirs",
     "check_loader",
+    "checkout_root",
     "iter_benchmark_samples",
     "list_benchmarks",
     "load_benchmark",
     "render_benchmark_sample",
     "resolve_root",
     "spec_from_dict",
+    "spec_root_candidates",
     "training_median",
 ]

@@ -15,6 +15,11 @@ Order of operations for one image and one predictor (every step is a :class:`Ben
    (:class:`BenchmarkScorer`); the benchmark's ``aggregation`` picks the headline.
 
 Crops are evaluation masks (the model always sees the whole image), as in the published protocols.
+
+Also here: the real-frames prompt recipe (:func:`fraction_prompt`, pattern ``frac:F``), the per-frame oracle
+constant (:func:`oracle_constant`), the comparison of a predictor with a reference frame by frame
+(:func:`compare_to_reference`) and the released evaluation's input resize and output upsampling
+(:func:`released_resize`, :func:`upsample_inverse_depth`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from metricanything import metrics
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import InvalidInputError
 from metricanything.eval.benchmarks import BenchmarkSpec
+from metricanything.prompts.prompt import Prompt
 
 #: KITTI crops as fractions (top, bottom, left, right) of the GT height/width, truncated to int.
 #: garg: Garg et al. ECCV 2016; eigen: Eigen et al. NIPS 2014 (as used by monodepth2 / BTS / AdaBins).
@@ -201,6 +207,170 @@ def align_depth(
     return depth, {"scale": float(params["scale"]), "shift": float(params["shift"]), "num_clipped": float(n_bad)}
 
 
+# ---------------------------------------------------------------------------------------------- real-frames recipe
+#: Name of the real-frames prompt pattern: ``frac:F`` (see :func:`fraction_prompt`).
+FRACTION_PATTERN = "frac"
+
+
+def parse_fraction_pattern(pattern: str | None) -> float | None:
+    """``F`` of a ``frac:F`` pattern (0 < F <= 1), None for any other pattern; a malformed one raises."""
+    if pattern is None or not pattern.startswith(FRACTION_PATTERN + ":"):
+        return None
+    raw = pattern[len(FRACTION_PATTERN) + 1:]
+    try:
+        frac = float(raw)
+    except ValueError:
+        raise InvalidInputError(f"prompt pattern {pattern!r}: frac:F needs a number F in (0, 1], e.g. frac:0.01") from None
+    if not (0.0 < frac <= 1.0):
+        raise InvalidInputError(f"prompt pattern {pattern!r}: frac:F needs 0 < F <= 1")
+    return frac
+
+
+def fraction_prompt(depth: np.ndarray, valid: np.ndarray, frac: float, seed: int = 0) -> Prompt:
+    """The real-frames completion prompt: ``int(frac * H * W)`` valid pixels, exactly as the README recipe.
+
+    ``rng = numpy.random.default_rng(seed)``; ``vv, uu = numpy.nonzero(valid)``;
+    ``pick = rng.choice(len(vv), size=int(frac * H * W), replace=False)``; the prompt is the GT at
+    ``(vv[pick], uu[pick])``, in the order drawn. Raises when the frame has fewer valid pixels than that.
+    """
+    valid = np.asarray(valid, dtype=bool)
+    h, w = valid.shape
+    n = int(frac * h * w)
+    vv, uu = np.nonzero(valid)
+    if n < 1:
+        raise InvalidInputError(f"frac:{frac:g} gives no prompt point on a {w}x{h} image")
+    if n > len(vv):
+        raise InvalidInputError(f"frac:{frac:g} needs {n} valid GT pixels, the frame has {len(vv)}")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(vv), size=n, replace=False)
+    v, u = vv[pick], uu[pick]
+    points = np.stack([u, v, np.asarray(depth, dtype=np.float64)[v, u]], axis=1)
+    return Prompt.from_points(points, w, h)
+
+
+def oracle_constant(gt: np.ndarray) -> dict[str, float]:
+    """The best single depth for a frame's scored GT values ``gt`` (1-D, metres, > 0).
+
+    delta1 counts pixels with ``max(c / g, g / c) < 1.25``, i.e. ``|ln c - ln g| < ln 1.25``: the best
+    constant is the centre of the log-depth window of width ``2 ln 1.25`` that holds the most GT values.
+    With the log-depths sorted, the window starting at each value is counted with a binary search; the
+    constant returned is ``exp`` of the midpoint between the first and the last value of the fullest
+    window (ties: the lowest window). Exact up to float rounding at the window's edges.
+
+    AbsRel ``mean |c - g| / g`` is minimised by the median of ``g`` weighted by ``1 / g`` (the lower
+    weighted median).
+
+    Returns ``constant`` (delta1-optimal), ``delta1`` / ``abs_rel`` at it, ``abs_rel_constant`` (the
+    AbsRel-optimal one) and ``abs_rel_at_abs_rel_constant``.
+    """
+    g = np.asarray(gt, dtype=np.float64).reshape(-1)
+    if g.size == 0 or not (np.isfinite(g).all() and (g > 0).all()):
+        raise InvalidInputError("oracle_constant needs at least one finite positive GT depth")
+    x = np.sort(np.log(g))
+    width = 2.0 * math.log(1.25)
+    last = np.searchsorted(x, x + width, side="left") - 1
+    counts = last - np.arange(x.size) + 1
+    i = int(np.argmax(counts))
+    c1 = float(math.exp(0.5 * (x[i] + x[last[i]])))
+    order = np.sort(g)
+    weights = 1.0 / order
+    cum = np.cumsum(weights)
+    c2 = float(order[int(np.searchsorted(cum, 0.5 * cum[-1], side="left"))])
+
+    def delta1(c: float) -> float:
+        return float(np.mean(np.maximum(c / g, g / c) < 1.25))
+
+    def abs_rel(c: float) -> float:
+        return float(np.mean(np.abs(c - g) / g))
+
+    return {"constant": c1, "delta1": delta1(c1), "abs_rel": abs_rel(c1), "abs_rel_constant": c2,
+            "abs_rel_at_abs_rel_constant": abs_rel(c2)}  # fmt: skip
+
+
+def compare_to_reference(values: dict[str, float], reference: dict[str, float]) -> dict[str, Any] | None:
+    """Frame-by-frame comparison of a predictor's AbsRel ``values`` with the reference's (both by frame id).
+
+    On the frames both have (a frame where the reference is exact, AbsRel 0, has no ratio and is listed in
+    ``excluded``): ``geomean_ratio`` = exp(mean ln(value / reference)) (0 when the predictor is exact on a
+    frame), ``frames_worse`` (ratio > 1), ``frames`` (how many), ``worst_ratio`` and ``worst_frame``. None when
+    no frame is shared.
+    """
+    shared = [k for k in values if k in reference and reference[k] > 0]
+    excluded = [k for k in values if k in reference and not reference[k] > 0]
+    if not shared:
+        return None
+    ratios = np.array([values[k] / reference[k] for k in shared], dtype=np.float64)
+    if not (np.isfinite(ratios).all() and (ratios >= 0).all()):
+        raise InvalidInputError("compare_to_reference: AbsRel values must be finite and >= 0")
+    worst = int(np.argmax(ratios))
+    with np.errstate(divide="ignore"):
+        geomean = float(np.exp(np.mean(np.log(ratios))))
+    return {
+        "geomean_ratio": geomean,
+        "frames": len(shared),
+        "frames_worse": int(np.count_nonzero(ratios > 1.0)),
+        "worst_ratio": float(ratios[worst]),
+        "worst_frame": shared[worst],
+        "excluded": excluded,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- released resize
+def _native_uint8_resize() -> bool:
+    """torchvision's choice for uint8 bilinear resizes on the CPU: the uint8 kernel when the CPU capability
+    string contains ``AVX2`` (so not on ``AVX512`` machines), else float32 + rounding."""
+    import torch  # noqa: PLC0415 - eval protocol stays importable without loading torch
+
+    return "AVX2" in torch.backends.cpu.get_cpu_capability()
+
+
+def released_resize(image: np.ndarray, width: int, height: int, native_uint8: bool | None = None) -> np.ndarray:
+    """uint8 H x W x 3 image -> uint8 ``height`` x ``width`` x 3, as the released evaluation resizes its input.
+
+    The released evaluation (``dataset/eval_booster.py``) applies torchvision ``v2.ToImage``,
+    ``v2.Resize((S, S), antialias=True)`` (bilinear), then ``ToDtype(float32, scale=True)`` and the ImageNet
+    ``Normalize``. On a CPU tensor that resize is :func:`torch.nn.functional.interpolate` (bilinear,
+    ``align_corners=False``, ``antialias=True``) run directly on the uint8 image when the CPU reports AVX2,
+    else on a float32 copy that is rounded back to uint8; the two differ by at most 1 on some pixels.
+    ``native_uint8=None`` follows the same rule on this machine; True / False forces one path.
+    """
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InvalidInputError(f"released_resize needs a uint8 H x W x 3 image, got {img.dtype} {img.shape}")
+    if img.shape[:2] == (height, width):
+        return img
+    native = _native_uint8_resize() if native_uint8 is None else bool(native_uint8)
+    hwc = np.array(img, copy=True, order="C")  # writable, C-ordered: torch shares its memory
+    t = torch.from_numpy(hwc).permute(2, 0, 1).unsqueeze(0)  # 1 x 3 x H x W, channels-last in memory
+    if not native:
+        t = t.to(torch.float32)
+    out = F.interpolate(t, size=(int(height), int(width)), mode="bilinear", align_corners=False, antialias=True)
+    if not native:
+        out = out.round_().to(torch.uint8)
+    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+
+
+def upsample_inverse_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A depth map at the network size -> ``width`` x ``height`` as the released evaluation does it.
+
+    inverse = 1 / depth, resized bilinearly (``align_corners=False``, no antialias), depth =
+    1 / clamp(inverse, 1e-3, 1e3). (The released code clamps after the resize; a model output that is
+    already clamped at 1e-3 changes only pixels next to depth beyond 1000 m.)
+    """
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    d = np.asarray(depth, dtype=np.float32)
+    inv = torch.from_numpy(1.0 / d)[None, None]
+    if d.shape != (height, width):
+        inv = F.interpolate(inv, size=(int(height), int(width)), mode="bilinear", align_corners=False)
+    inv = torch.clamp(inv, min=1e-3, max=1e3)
+    return (1.0 / inv)[0, 0].numpy().astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------- scoring
 @dataclass
 class ImageScore:
@@ -290,15 +460,22 @@ class BenchmarkScorer:
 
 __all__ = [
     "CROP_FRACTIONS",
+    "FRACTION_PATTERN",
     "NYU_CROP",
     "BenchmarkScorer",
     "ImageScore",
     "align_depth",
+    "compare_to_reference",
     "crop_box",
     "crop_mask",
+    "fraction_prompt",
+    "oracle_constant",
+    "parse_fraction_pattern",
     "range_mask",
+    "released_resize",
     "resample_sample",
     "resize_depth",
     "resize_image",
     "scoring_mask",
+    "upsample_inverse_depth",
 ]

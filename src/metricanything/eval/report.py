@@ -5,6 +5,8 @@
 * ``report.md``: a summary table (rows = predictors, columns = prompt patterns, value = the benchmark's
   primary metric under its aggregation) and one full table per prompt column (best value in bold);
 * ``per_image.csv``: one row per predictor x prompt x image;
+* with a benchmark ``reference`` or ``oracle_constant``, ``report.md`` also holds per-frame tables
+  (:func:`per_frame_table`) and the comparison summary (:func:`comparison_lines`);
 * ``error_by_distance.png``: pooled AbsRel per GT-distance bin, one line per predictor, one panel per prompt;
 * ``panels/<sample>__<prompt>.png``: qualitative panels, one row per predictor: RGB | prompt | prediction |
   GT | |error| / GT.
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from metricanything.atomic import atomic_path, write_text_atomic
-from metricanything.eval.runner import EvalResults, PanelData, format_value
+from metricanything.eval.runner import NO_PROMPT, ORACLE, EvalResults, PanelData, format_value
 from metricanything.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 #: Metrics shown in the full tables (``rmse_mm``/``mae_mm`` are added for completion benchmarks).
@@ -80,8 +82,63 @@ def full_table(results: EvalResults, column: str) -> str:
     rows = []
     for p in results.predictors:
         s = results.summaries[p][column]
+        if s.get("not_applicable"):
+            continue
         rows.append([p, str(s.get("num_images", 0))] + [_cell(heads[p].get(m), best[m]) for m in metrics])
     return _table(["model", "images"] + [f"{METRIC_LABELS[m]} {_arrow(m)}" for m in metrics], rows)
+
+
+#: Metrics of the per-frame tables.
+FRAME_METRICS = ("abs_rel", "delta1", "rmse")
+
+
+def per_frame_table(results: EvalResults, column: str, metrics: tuple[str, ...] = FRAME_METRICS) -> str:
+    """Markdown: one row per frame, for every predictor scored in ``column``: the ``metrics`` of that frame."""
+    rows_by_frame: dict[str, dict[str, dict[str, Any]]] = {}
+    points: dict[str, int] = {}
+    for r in results.records:
+        if r["prompt"] != column:
+            continue
+        rows_by_frame.setdefault(r["sample_id"], {})[r["predictor"]] = r
+        points[r["sample_id"]] = max(points.get(r["sample_id"], 0), int(r.get("prompt_points", 0)))
+    names = [p for p in results.predictors if any(p in row for row in rows_by_frame.values())]
+    header = ["frame", "scored px"] + (["prompt pts"] if column != NO_PROMPT else [])
+    header += [f"{p} {METRIC_LABELS[m].split(' ')[0]}" for p in names for m in metrics]
+    rows = []
+    for sid, row in rows_by_frame.items():
+        n = next(iter(row.values())).get("n", 0)
+        cells = [sid, str(int(n))] + ([str(points[sid])] if column != NO_PROMPT else [])
+        for p in names:
+            cells += [format_value(row[p].get(m)) if p in row else "-" for m in metrics]
+        rows.append(cells)
+    return _table(header, rows)
+
+
+def comparison_lines(results: EvalResults) -> list[str]:
+    """The summary figures: each predictor against the reference per column, and the oracle constant."""
+    lines: list[str] = []
+    ref = results.benchmark.reference
+    for col, cmps in results.comparisons.items():
+        for name, c in cmps.items():
+            lines.append(
+                f"- `{col}`: {name} / {ref} AbsRel: geometric mean over frames **{c['geomean_ratio']:.3f}**, "
+                f"worse on {c['frames_worse']} of {c['frames']} frames, worst ratio {c['worst_ratio']:.3f} "
+                f"({c['worst_frame']})"
+            )
+    if ORACLE in results.predictors and NO_PROMPT in results.columns:
+        oracle = results.headline(ORACLE, NO_PROMPT)
+        opt = [r["abs_rel_at_abs_rel_constant"] for r in results.records if r["predictor"] == ORACLE]
+        if oracle is not None:
+            for name in results.predictors:
+                head = results.headline(name, NO_PROMPT)
+                if name == ORACLE or head is None:
+                    continue
+                lines.append(
+                    f"- `{NO_PROMPT}`: {name} mean δ1 **{head['delta1']:.3f}** vs **{oracle['delta1']:.3f}** for the "
+                    f"per-frame oracle constant; mean AbsRel {head['abs_rel']:.3f} vs {oracle['abs_rel']:.3f} "
+                    f"(δ1-optimal constant) and {float(np.mean(opt)):.3f} (AbsRel-optimal constant)"
+                )
+    return lines
 
 
 def protocol_lines(results: EvalResults) -> list[str]:
@@ -99,7 +156,11 @@ def protocol_lines(results: EvalResults) -> list[str]:
         f"clip predictions: {'yes' if b.clip_prediction else 'no'}",
     ]
     if b.exclude_prompt_pixels:
-        lines.append("- prompt pixels are excluded from scoring")
+        lines.append("- prompt pixels are excluded from scoring (held-out valid pixels only)")
+    if not b.seed_per_sample:
+        lines.append(f"- every frame's prompt uses seed {b.seed}")
+    if b.input_resize == "released":
+        lines.append("- fixed-size models get the input resized as the released evaluation does (uint8, antialiased)")
     if b.source:
         lines.append(f"- source: {b.source.strip()}")
     return lines
@@ -112,8 +173,13 @@ def markdown_report(results: EvalResults) -> str:
     out = [f"# {b.name}", "", b.description.strip(), "", *protocol_lines(results), ""]
     out += [f"## {METRIC_LABELS[metric]} {_arrow(metric)} ({b.aggregation.replace('_', '-')})", "",
             summary_table(results), ""]  # fmt: skip
+    detailed = b.reference is not None or b.oracle_constant
+    if detailed:
+        out += ["## Summary", "", *comparison_lines(results), ""]
     for col in results.columns:
         out += [f"## Prompt: {col}", "", full_table(results, col), ""]
+        if detailed:
+            out += [per_frame_table(results, col), ""]
     skipped = [(p, c, s["skipped"]) for p in results.predictors for c in results.columns
                if (s := results.summaries[p][c]).get("skipped")]  # fmt: skip
     if skipped:
@@ -155,6 +221,15 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def json_ready(results: EvalResults, records: bool = False) -> dict[str, Any]:
+    """The ``metrics.json`` content as strict-JSON-ready data (inf/NaN -> None); ``records`` adds the
+    per-image rows (``per_image.csv`` as a list of dicts)."""
+    data = results.to_dict()
+    if records:
+        data["records"] = results.records
+    return _finite(json.loads(json.dumps(data, default=_json_default)))
 
 
 def _savefig(fig, path: Path) -> None:
@@ -250,7 +325,7 @@ def write_outputs(results: EvalResults, out_dir: str | os.PathLike) -> dict[str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
-    data = _finite(json.loads(json.dumps(results.to_dict(), default=_json_default)))
+    data = json_ready(results)
     write_text_atomic(out / "metrics.json", json.dumps(data, indent=2, allow_nan=False) + "\n")
     files["metrics"] = str(out / "metrics.json")
     write_text_atomic(out / "report.md", markdown_report(results))
@@ -269,8 +344,12 @@ def write_outputs(results: EvalResults, out_dir: str | os.PathLike) -> dict[str,
 
 
 __all__ = [
+    "FRAME_METRICS",
+    "comparison_lines",
     "full_table",
+    "json_ready",
     "markdown_report",
+    "per_frame_table",
     "per_image_csv",
     "plot_error_by_distance",
     "plot_panel",

@@ -4,12 +4,20 @@
 For each sample (in the benchmark's fixed order) and each prompt column:
 
 1. the sample is brought to ``eval_resolution`` (:func:`~metricanything.eval.protocol.resample_sample`);
-2. the prompt is built from the GT by :func:`~metricanything.prompts.patterns.make_prompt` with seed
-   ``benchmark.seed + sample index`` (same prompt for every predictor of the column);
+2. the prompt is built from the GT by :func:`~metricanything.prompts.patterns.make_prompt` (or, for
+   ``frac:F``, by :func:`~metricanything.eval.protocol.fraction_prompt`) with seed ``benchmark.seed +
+   sample index`` (``benchmark.seed`` itself when ``seed_per_sample`` is false); the same prompt goes to every
+   predictor of the column;
 3. each predictor gets the image with the GT removed, the prompt, and the GT intrinsics (focal source
    ``gt``) or None (``predicted``); with ``model_resolution`` the image, prompt and intrinsics are resized
-   first and the prediction is resized back with ``upsample``;
-4. the prediction is scored by :class:`~metricanything.eval.protocol.BenchmarkScorer`.
+   first and the prediction is resized back with ``upsample``; with ``input_resize: released`` a predictor
+   with a fixed square input gets the image resized the released evaluation's way
+   (:func:`~metricanything.eval.protocol.released_resize`) and its prediction comes back through
+   :func:`~metricanything.eval.protocol.upsample_inverse_depth`;
+4. the prediction is scored by :class:`~metricanything.eval.protocol.BenchmarkScorer`;
+5. with ``oracle_constant``, the prompt-free column also scores ``oracle:constant`` (the frame's
+   delta1-optimal constant depth, from the GT); with ``reference``, every predictor is compared to the
+   reference frame by frame (:func:`~metricanything.eval.protocol.compare_to_reference`), per column.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +49,25 @@ from metricanything.eval.benchmarks import (
     resolve_root,
     training_median,
 )
-from metricanything.eval.protocol import BenchmarkScorer, resample_sample, resize_depth, resize_image
+from metricanything.eval.protocol import (
+    BenchmarkScorer,
+    compare_to_reference,
+    fraction_prompt,
+    oracle_constant,
+    parse_fraction_pattern,
+    released_resize,
+    resample_sample,
+    resize_depth,
+    resize_image,
+    scoring_mask,
+    upsample_inverse_depth,
+)
 from metricanything.prompts.prompt import Prompt
 
 #: Column name used when no prompt is given.
 NO_PROMPT = "none"
+#: Name of the per-frame oracle constant (benchmarks with ``oracle_constant``).
+ORACLE = "oracle:constant"
 
 
 @dataclass
@@ -65,7 +87,11 @@ class PanelData:
 
 @dataclass
 class EvalResults:
-    """Everything :func:`evaluate` computed; ``summaries[predictor][column]`` is a scorer summary."""
+    """Everything :func:`evaluate` computed; ``summaries[predictor][column]`` is a scorer summary.
+
+    ``comparisons[column][predictor]``: the frame-by-frame comparison with the benchmark's ``reference``
+    (see :func:`~metricanything.eval.protocol.compare_to_reference`); empty without a reference.
+    """
 
     benchmark: BenchmarkSpec
     predictors: list[str]
@@ -77,6 +103,7 @@ class EvalResults:
     panels: list[PanelData] = field(default_factory=list)
     out_dir: Path | None = None
     files: dict[str, str] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def headline(self, predictor: str, column: str) -> dict[str, float] | None:
         """The benchmark-aggregated metrics of one cell (None if no image was scored)."""
@@ -93,8 +120,14 @@ class EvalResults:
             "primary_metric": self.benchmark.primary_metric,
             "aggregation": self.benchmark.aggregation,
             "results": self.summaries,
+            "reference": self.benchmark.reference,
+            "comparisons": self.comparisons,
             "seconds_per_image": self.timing,
         }
+
+    def per_frame(self, predictor: str, column: str, metric: str = "abs_rel") -> dict[str, float]:
+        """``{sample_id: metric}`` of one predictor x column, in evaluation order."""
+        return {r["sample_id"]: r[metric] for r in self.records if r["predictor"] == predictor and r["prompt"] == column}
 
 
 # ---------------------------------------------------------------------------------------------- predictors
@@ -134,15 +167,41 @@ def build_predictor(
 
 # ---------------------------------------------------------------------------------------------- prompts
 def build_prompt(pattern: str, sample: RGBDSample, seed: int) -> Prompt:
-    """The prompt of ``pattern`` for ``sample``, drawn from its GT (validity, intrinsics, image) with ``seed``."""
+    """The prompt of ``pattern`` for ``sample``, drawn from its GT (validity, intrinsics, image) with ``seed``.
+
+    ``frac:F`` is the real-frames recipe (:func:`~metricanything.eval.protocol.fraction_prompt`); every other
+    pattern is one of :mod:`metricanything.prompts.patterns`.
+    """
+    frac = parse_fraction_pattern(pattern)
+    if frac is not None:
+        return fraction_prompt(sample.depth, sample.valid, frac, seed)
     from metricanything.prompts.patterns import make_prompt  # noqa: PLC0415 - cv2-heavy patterns module
 
     return make_prompt(pattern, sample.depth, sample.valid, sample.intrinsics, image=sample.image, seed=seed)
 
 
+def check_pattern(pattern: str) -> None:
+    """Raise :class:`InvalidInputError` (the pattern module's message) for a malformed prompt pattern."""
+    if parse_fraction_pattern(pattern) is not None:
+        return
+    from metricanything.prompts.patterns import parse_pattern  # noqa: PLC0415
+
+    parse_pattern(pattern)
+
+
 def _blank_gt(sample: RGBDSample) -> RGBDSample:
     """The sample a predictor sees: the image and camera, never the GT."""
     return sample.replace(depth=np.zeros_like(sample.depth), valid=np.zeros_like(sample.valid))
+
+
+def _resized_view(sample: RGBDSample, image: np.ndarray) -> RGBDSample:
+    """What a predictor sees of ``sample`` when its image is resized to ``image`` (no GT, intrinsics resized)."""
+    h, w = image.shape[:2]
+    return RGBDSample(
+        image=image, depth=np.zeros((h, w), np.float32), valid=np.zeros((h, w), bool),
+        intrinsics=sample.intrinsics.resized(w, h), camera_id=sample.camera_id, scene_id=sample.scene_id,
+        dataset=sample.dataset, sample_id=sample.sample_id,
+    )  # fmt: skip
 
 
 def run_predictor(
@@ -151,13 +210,17 @@ def run_predictor(
     """One prediction at the sample's size under ``spec``'s focal source / model resolution / upsampling."""
     K = sample.intrinsics if spec.focal_source == "gt" else None
     view = _blank_gt(sample)
+    if spec.input_resize == "released" and predictor.input_size is not None:
+        w, h = predictor.input_size
+        view = _resized_view(sample, released_resize(sample.image, w, h))
+        K = view.intrinsics if K is not None else None
+        prompt = prompt.resized(w, h) if prompt is not None else None
+        out = predictor.predict(view, prompt, K)
+        depth = as_depth_array(out, w, h, predictor.name, spec.upsample)
+        return upsample_inverse_depth(depth, sample.width, sample.height)
     if spec.model_resolution is not None and spec.model_resolution != (sample.width, sample.height):
         w, h = spec.model_resolution
-        view = RGBDSample(
-            image=resize_image(sample.image, w, h), depth=np.zeros((h, w), np.float32),
-            valid=np.zeros((h, w), bool), intrinsics=sample.intrinsics.resized(w, h),
-            camera_id=sample.camera_id, scene_id=sample.scene_id, dataset=sample.dataset, sample_id=sample.sample_id,
-        )  # fmt: skip
+        view = _resized_view(sample, resize_image(sample.image, w, h))
         K = view.intrinsics if K is not None else None
         prompt = prompt.resized(w, h) if prompt is not None else None
     out = predictor.predict(view, prompt, K)
@@ -174,47 +237,72 @@ def evaluate(
     *,
     root: str | os.PathLike | None = None,
     limit: int | None = None,
+    sample_ids: Sequence[str] | None = None,
     num_panels: int = 3,
     progress: bool = False,
 ) -> EvalResults:
     """Evaluate every predictor on ``benchmark`` with each prompt pattern (one column each).
 
     ``prompts``: patterns such as ``points:500``; None/empty -> the benchmark's default prompts, or one
-    prompt-free column when it has none (a ``None`` entry is a prompt-free column). Mismatches (a prompt-free
-    model with a prompt, a prompt-only baseline without) raise :class:`InvalidInputError` before any work.
-    With ``out_dir`` every output is written there (see :func:`metricanything.eval.report.write_outputs`).
+    prompt-free column when it has none (a ``None`` entry is a prompt-free column). The benchmark's
+    ``compare`` predictors are added when missing. Mismatches (a prompt-free model with a prompt, a
+    prompt-only baseline without) raise :class:`InvalidInputError` before any work, unless the benchmark
+    has ``skip_incompatible`` (then the cell is left out and recorded as not applicable; a predictor with no
+    column it can run still raises). ``sample_ids`` keeps only those samples. With ``out_dir`` every output
+    is written there (see :func:`metricanything.eval.report.write_outputs`).
     """
     spec = benchmark if isinstance(benchmark, BenchmarkSpec) else load_benchmark(benchmark)
+    # a predictor that is one of the benchmark's compare entries is known by that name (the reference is one)
+    predictors = {(p.name if p.name in spec.compare else k): p for k, p in predictors.items()}
+    present = set(predictors)
+    for extra in spec.compare:
+        if extra not in present:
+            predictors[extra] = build_predictor(extra, spec, None, root)
     if not predictors:
         raise InvalidInputError("nothing to evaluate: give at least one model or baseline")
+    if ORACLE in predictors:
+        raise InvalidInputError(f"{ORACLE!r} is reserved for the benchmark's oracle constant")
     patterns: list[str | None] = list(prompts) if prompts else list(spec.prompts) or [None]
+    patterns = [None if p is None or p.lower() == NO_PROMPT else p for p in patterns]
     columns = [p if p is not None else NO_PROMPT for p in patterns]
     if len(set(columns)) != len(columns):
         raise InvalidInputError(f"prompt patterns repeat: {columns}")
-    if patterns != [None]:
-        from metricanything.prompts.patterns import parse_pattern  # noqa: PLC0415
-
-        for p in patterns:
-            if p is not None:
-                parse_pattern(p)  # a bad pattern fails now, with the pattern module's message
-    for pred in predictors.values():
-        for p in patterns:
-            check_prompt_compatibility(pred, p)
+    for p in patterns:
+        if p is not None:
+            check_pattern(p)  # a bad pattern fails now, with the pattern module's message
+    runs: dict[str, list[str]] = {}  # predictor -> the columns it runs
+    not_applicable: dict[str, dict[str, str]] = {}
+    for name, pred in predictors.items():
+        runs[name], not_applicable[name] = [], {}
+        for p, col in zip(patterns, columns, strict=True):
+            try:
+                check_prompt_compatibility(pred, p)
+                runs[name].append(col)
+            except InvalidInputError as exc:
+                if not spec.skip_incompatible:
+                    raise
+                not_applicable[name][col] = str(exc)
+        if not runs[name]:
+            raise InvalidInputError(f"{pred.name} can run none of the columns {columns}: " + "; ".join(not_applicable[name].values()))
     if not spec.is_synthetic:
         resolve_root(spec, root)  # a missing dataset fails before any model work
+    oracle = spec.oracle_constant and NO_PROMPT in columns
+    names = list(predictors) + ([ORACLE] if oracle else [])
 
-    scorers = {name: {col: BenchmarkScorer(spec) for col in columns} for name in predictors}
+    scorers = {name: {col: BenchmarkScorer(spec) for col in columns} for name in names}
     timing = {name: 0.0 for name in predictors}
+    calls = {name: 0 for name in predictors}
     records: list[dict[str, Any]] = []
     panels: list[PanelData] = []
-    samples = iter_benchmark_samples(spec, root, limit)
+    samples = iter_benchmark_samples(spec, root, limit, sample_ids)
     bar = _progress(samples, spec, limit, progress)
     n = 0
     for index, raw in enumerate(bar):
         sample = resample_sample(raw, spec.eval_resolution)
         n += 1
+        seed = spec.seed + index if spec.seed_per_sample else spec.seed
         for pattern, col in zip(patterns, columns, strict=True):
-            prompt = build_prompt(pattern, sample, spec.seed + index) if pattern is not None else None
+            prompt = build_prompt(pattern, sample, seed) if pattern is not None else None
             pdepth, pmask = prompt.to_map() if prompt is not None else (None, None)
             if prompt is not None and not pmask.any():
                 prompt = None  # an empty prompt (e.g. no keypoints) is a prompt-free input; recorded below
@@ -222,39 +310,89 @@ def evaluate(
             if index < num_panels:
                 panel = PanelData(sample.sample_id, col, sample.image, sample.depth, sample.valid, pdepth, pmask)
                 panels.append(panel)
+            n_points = int(pmask.sum()) if pmask is not None else 0
             for name, predictor in predictors.items():
+                if col not in runs[name]:
+                    continue
                 if prompt is None and predictor.needs_prompt:
                     scorers[name][col].skipped.append((sample.sample_id, "empty prompt"))
                     continue
                 t0 = time.perf_counter()
                 pred = run_predictor(predictor, sample, prompt, spec)
                 timing[name] += time.perf_counter() - t0
+                calls[name] += 1
                 score = scorers[name][col].score(pred, sample, pdepth, pmask)
                 if score.metrics is not None:
-                    records.append({
-                        "predictor": name, "prompt": col, "sample_id": sample.sample_id,
-                        "prompt_points": int(pmask.sum()) if pmask is not None else 0, **score.metrics,
-                    })  # fmt: skip
+                    records.append({"predictor": name, "prompt": col, "sample_id": sample.sample_id,
+                                    "prompt_points": n_points, **score.metrics})  # fmt: skip
                 if panel is not None:
                     panel.predictions[name] = score.pred
                     panel.masks[name] = score.mask
+            if oracle and pattern is None:
+                _score_oracle(scorers[ORACLE][col], sample, spec, records)
     if n == 0:
         raise InvalidInputError(f"benchmark {spec.name!r} yielded no sample")
+    summaries = {name: {col: scorers[name][col].summary() for col in columns} for name in names}
+    for name, cols in not_applicable.items():
+        for col, why in cols.items():
+            summaries[name][col] = {"aggregation": spec.aggregation, "num_images": 0, "headline": None,
+                                    "skipped": [], "not_applicable": why}  # fmt: skip
+    if oracle:
+        for col in columns:
+            if col != NO_PROMPT:
+                summaries[ORACLE][col] = {"aggregation": spec.aggregation, "num_images": 0, "headline": None,
+                                          "skipped": [], "not_applicable": "prompt-free column only"}  # fmt: skip
     results = EvalResults(
         benchmark=spec,
-        predictors=list(predictors),
+        predictors=names,
         columns=columns,
-        summaries={name: {col: scorers[name][col].summary() for col in columns} for name in predictors},
+        summaries=summaries,
         records=records,
-        timing={name: timing[name] / max(n * len(columns), 1) for name in predictors},
+        timing={name: timing[name] / max(calls[name], 1) for name in predictors},
         num_samples=n,
         panels=panels,
     )
+    results.comparisons = _comparisons(results)
     if out_dir is not None:
         from metricanything.eval.report import write_outputs  # noqa: PLC0415 - matplotlib is imported there
 
         write_outputs(results, out_dir)
     return results
+
+
+def _score_oracle(scorer: BenchmarkScorer, sample: RGBDSample, spec: BenchmarkSpec, records: list[dict[str, Any]]) -> None:
+    """Score the frame's oracle constant (prompt-free column) and record both constants."""
+    mask = scoring_mask(spec, sample)
+    if not mask.any():
+        scorer.skipped.append((sample.sample_id, "no scored pixel (crop/range/validity)"))
+        return
+    best = oracle_constant(sample.depth[mask])
+    const = np.full(sample.depth.shape, best["constant"], dtype=np.float32)
+    score = scorer.score(const, sample)
+    extra = {"constant": best["constant"], "abs_rel_constant": best["abs_rel_constant"],
+             "abs_rel_at_abs_rel_constant": best["abs_rel_at_abs_rel_constant"]}  # fmt: skip
+    scorer.records[-1].update(extra)
+    records.append({"predictor": ORACLE, "prompt": NO_PROMPT, "sample_id": sample.sample_id, "prompt_points": 0,
+                    **score.metrics, **extra})  # fmt: skip
+
+
+def _comparisons(results: EvalResults) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per column: every predictor against the benchmark's reference (AbsRel, frame by frame)."""
+    ref = results.benchmark.reference
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    if ref is None:
+        return out
+    for col in results.columns:
+        reference = results.per_frame(ref, col)
+        if not reference:
+            continue
+        for name in results.predictors:
+            if name == ref:
+                continue
+            cmp = compare_to_reference(results.per_frame(name, col), reference)
+            if cmp is not None:
+                out.setdefault(col, {})[name] = cmp
+    return out
 
 
 def _progress(samples, spec: BenchmarkSpec, limit: int | None, enabled: bool):
@@ -277,10 +415,12 @@ def format_value(value: float | None) -> str:
 
 __all__ = [
     "NO_PROMPT",
+    "ORACLE",
     "EvalResults",
     "PanelData",
     "build_predictor",
     "build_prompt",
+    "check_pattern",
     "evaluate",
     "format_value",
     "run_predictor",

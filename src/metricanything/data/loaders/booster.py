@@ -2,15 +2,24 @@
 
 Layout: ``ROOT/{train,test}/{balanced,unbalanced}/<scene>/`` with ``camera_00/im*.png`` (the left camera, one
 image per illumination), ``disp_00.npy`` (float disparity, pixels), ``mask_00.png`` (0 = excluded) and
-``calib_00-02.xml`` (OpenCV FileStorage: ``proj_matL`` 3x4 and ``baselineLR`` in mm). As in the official
-evaluation, depth_m = fx * baselineLR / (disp + 1e-6) / 1000 and valid = disp > 0 and mask_00 != 0. Every
-image of a scene is one sample sharing the scene's depth. Intrinsics: fx, fy, cx, cy of ``proj_matL``.
-``split``: None (all under ROOT) or a sub-path such as ``"train"`` or ``"train/balanced"``.
+``calib_00-02.xml`` (OpenCV FileStorage XML). The calibration is read as the authors' released evaluation
+(``dataset/eval_booster.py``) reads it:
+
+* intrinsics fx, fy, cx, cy: the top-level ``mtxL`` node (the left camera matrix, 3 x 3, from its ``<data>``);
+  a calibration without ``mtxL`` is an error naming the file (``proj_matL`` is not used: its fx differs, e.g.
+  4,600 vs 4,742 px on one scene, which would scale every GT depth by 0.97);
+* baseline (mm): the top-level ``baselineLR``; without it, ``-proj_matR[0, 3] / fx`` (fx from ``mtxL``);
+* depth_m = (fx * baseline) / (disp + 1e-6) / 1000 in float32 (the disparity as float32), valid = disp > 0
+  and mask_00 != 0.
+
+Every image of a scene is one sample sharing the scene's depth. ``split``: None (all under ROOT) or a
+sub-path such as ``"train"`` or ``"train/balanced"``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -32,38 +41,69 @@ from metricanything.data.sample import RGBDSample
 from metricanything.errors import DatasetError, InputFileError
 
 
-def read_opencv_xml(path: Path) -> dict[str, np.ndarray | float]:
-    """Top-level nodes of an OpenCV FileStorage XML: matrices as arrays, scalars as floats."""
+def read_opencv_xml(path: Path) -> dict[str, np.ndarray | float | str]:
+    """Top-level nodes of an OpenCV FileStorage XML: matrices as arrays, numbers as floats, other text as str.
+
+    A matrix node (``type_id="opencv-matrix"``) must have ``rows`` x ``cols`` values in ``<data>``; a node with a
+    ``<data>`` child but no ``rows`` / ``cols`` gives the flat array of its values.
+    """
     if not path.is_file():
         raise InputFileError(path, "file is missing")
     try:
         tree = ET.parse(path)
     except ET.ParseError as exc:
         raise InputFileError(path, f"not valid XML ({exc})") from None
-    out: dict[str, np.ndarray | float] = {}
+    out: dict[str, np.ndarray | float | str] = {}
     for node in tree.getroot():
         try:
-            if node.get("type_id") == "opencv-matrix":
-                rows, cols = int(node.findtext("rows")), int(node.findtext("cols"))
+            if node.get("type_id") == "opencv-matrix" or node.find("data") is not None:
                 data = np.array([float(t) for t in (node.findtext("data") or "").split()])
-                out[node.tag] = data.reshape(rows, cols)
+                if node.find("rows") is not None or node.get("type_id") == "opencv-matrix":
+                    data = data.reshape(int(node.findtext("rows")), int(node.findtext("cols")))
+                out[node.tag] = data
             elif node.text and node.text.strip():
-                out[node.tag] = float(node.text.strip())
+                text = node.text.strip()
+                try:
+                    out[node.tag] = float(text)
+                except ValueError:
+                    out[node.tag] = text  # e.g. a calibration date: kept, never read as a number
         except (TypeError, ValueError):
             raise InputFileError(path, f"cannot parse node <{node.tag}>") from None
     return out
 
 
+def read_booster_calib(path: Path) -> tuple[float, float, float, float, float]:
+    """``(fx, fy, cx, cy, baseline_mm)`` of a Booster ``calib_00-02.xml``, read as the released evaluation does.
+
+    fx, fy, cx, cy come from ``mtxL`` (3 x 3); the baseline from ``baselineLR``, else ``-proj_matR[0, 3] / fx``.
+    """
+    calib = read_opencv_xml(path)
+    if "mtxL" not in calib:
+        raise InputFileError(path, "has no mtxL (the left camera matrix, which gives fx, fy, cx, cy)")
+    K = np.asarray(calib["mtxL"], dtype=np.float64)
+    if K.size != 9:
+        raise InputFileError(path, f"mtxL must hold 9 values (3 x 3), got {K.size}")
+    K = K.reshape(3, 3)
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        raise InputFileError(path, f"mtxL gives fx {fx}, fy {fy}: focal lengths must be finite and > 0")
+    if isinstance(calib.get("baselineLR"), float):
+        baseline = float(calib["baselineLR"])
+    elif "proj_matR" in calib and np.size(calib["proj_matR"]) == 12:
+        baseline = -float(np.asarray(calib["proj_matR"]).reshape(3, 4)[0, 3]) / fx
+    else:
+        raise InputFileError(path, "needs baselineLR (mm) or proj_matR (3 x 4) for the baseline")
+    if not (math.isfinite(baseline) and baseline > 0):
+        raise InputFileError(path, f"baseline must be finite and > 0 mm, got {baseline}")
+    return fx, fy, cx, cy, baseline
+
+
 @functools.lru_cache(maxsize=1)  # every image of a scene shares its depth
 def _scene_depth(scene: Path) -> tuple[Intrinsics, np.ndarray, np.ndarray, float]:
-    calib_path = scene / "calib_00-02.xml"
-    calib = read_opencv_xml(calib_path)
-    if "proj_matL" not in calib or "baselineLR" not in calib:
-        raise InputFileError(calib_path, "needs proj_matL and baselineLR")
-    P = np.asarray(calib["proj_matL"])
+    fx, fy, cx, cy, baseline = read_booster_calib(scene / "calib_00-02.xml")
     disp_path = scene / "disp_00.npy"
     try:
-        disp = np.load(disp_path, allow_pickle=False).astype(np.float64)
+        disp = np.load(disp_path, allow_pickle=False).astype(np.float32)
     except (ValueError, OSError, EOFError) as exc:
         raise InputFileError(disp_path, f"not a readable .npy ({exc})") from None
     if disp.ndim == 3 and disp.shape[2] == 1:
@@ -77,10 +117,11 @@ def _scene_depth(scene: Path) -> tuple[Intrinsics, np.ndarray, np.ndarray, float
         if mask.shape != disp.shape:
             raise InputFileError(mask_path, f"mask shape {mask.shape} differs from disparity {disp.shape}")
         valid &= mask
-    baseline = float(calib["baselineLR"])
-    K = Intrinsics(P[0, 0], P[1, 1], P[0, 2], P[1, 2], disp.shape[1], disp.shape[0])
+    K = Intrinsics(fx, fy, cx, cy, disp.shape[1], disp.shape[0])
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(valid, K.fx * baseline / (disp + 1e-6) / 1000.0, 0.0)
+        # float32 arithmetic in the released order: (fx * baseline) / (disp + 1e-6) / 1000
+        z = np.float32(fx * baseline) / (disp + np.float32(1e-6)) / np.float32(1000.0)
+    z = np.where(valid, z, 0.0)
     depth, valid = finish_depth(z, valid)
     return K, depth, valid, baseline
 
