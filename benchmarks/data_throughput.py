@@ -1,9 +1,9 @@
 """Data-engine throughput: procedural renders per second, and shard decode (+ augmentation) per second.
 
 * render: ``render_sample(seed, size=(256, 256))`` for fresh seeds (random indoor/outdoor scene and camera).
-* shards: rendered 512 x 512 samples are packed into PNG tar shards (not timed); the timed part streams them
-  with :class:`ShardDataset` (tar read + PNG/npy decode + RGBDSample validation), then again with
-  ``transform=random_augment(..., out_size=(512, 512))`` (resize/crop/flip with exact intrinsics + colour
+* shards: rendered 512 x 512 samples are packed into PNG tar shards (not timed); the timed part reads every
+  sample by index with :class:`ShardIndex` (tar read + PNG/npy decode + RGBDSample validation), then again
+  through ``random_augment(..., out_size=(512, 512))`` (resize/crop/flip with exact intrinsics + colour
   jitter), then through a DataLoader with ``--workers`` processes.
 
 Single-process figures run with ``torch.set_num_threads(1)``; each line prints the wall-clock rate and the
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from metricanything.data.render import render_sample
-from metricanything.data.shards import ShardDataset, ShardWriter
+from metricanything.data.shards import ShardIndex, ShardWriter
 
 
 class Clock:
@@ -57,7 +57,6 @@ def bench_render(n: int, size: int) -> None:
 
 
 def bench_shards(n: int, size: int, distinct: int, workers: int, image_format: str) -> None:
-    from metricanything.data.augment import random_augment
 
     print(f"(rendering {distinct} distinct {size}x{size} samples for the shards; not timed)")
     base = [render_sample(50_000 + i, size=(size, size)) for i in range(distinct)]
@@ -69,21 +68,20 @@ def bench_shards(n: int, size: int, distinct: int, workers: int, image_format: s
         mb = sum(os.path.getsize(p) for p in writer.paths) / 2**20
         print(f"shards: {len(writer.paths)} files, {mb:.1f} MiB, {image_format} images")
 
-        list(ShardDataset(tmp))  # warm the page cache
+        index = ShardIndex(tmp)
+        for k in range(len(index)):  # warm the page cache
+            index.get(k)
         with Clock() as c:
-            count = sum(1 for _ in ShardDataset(tmp))
+            count = sum(1 for k in range(len(index)) if index.get(k) is not None)
         print(f"shard decode {size}x{size}, 1 thread:         {_rate(count, c)}")
 
-        def aug(sample, _rng=np.random.default_rng(0)):
-            return random_augment(sample, _rng, (size, size))
-
+        augmented = Augmented(index, size)
         with Clock() as c:
-            count = sum(1 for _ in ShardDataset(tmp, transform=aug, shuffle_buffer=16))
+            count = sum(1 for k in range(len(augmented)) if augmented[k] is not None)
         print(f"shard decode+augment {size}x{size}, 1 thread: {_rate(count, c)}")
 
         if workers > 0:
-            ds = ShardDataset(tmp, transform=aug)
-            loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+            loader = torch.utils.data.DataLoader(augmented, batch_size=None, num_workers=workers)
             import resource
 
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,6 +93,21 @@ def bench_shards(n: int, size: int, distinct: int, workers: int, image_format: s
             cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
             per_cpu = f", {count / cpu:7.1f} samples/s per worker CPU-second" if cpu > 0 else ""
             print(f"shard decode+augment, DataLoader x{workers} workers: {count / dt:7.1f} samples/s wall total{per_cpu}")
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Sample k of a shard index through ``random_augment`` with a generator seeded by k (as training does)."""
+
+    def __init__(self, index: ShardIndex, size: int) -> None:
+        self.index, self.size = index, size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int):
+        from metricanything.data.augment import random_augment
+
+        return random_augment(self.index.get(k), np.random.default_rng(k), (self.size, self.size))
 
 
 def main() -> None:

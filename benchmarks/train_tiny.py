@@ -57,16 +57,18 @@ def _log(msg: str) -> None:
 
 def heldout_items(n: int, size: int, seed: int = 20_000_000, fov_deg: list[float] | None = None) -> list[dict]:
     """Exact rendered held-out views with a fixed 1% prompt each (``fov_deg``: the cameras' FoV range)."""
+    from metricanything.data.batch import to_item
+    from metricanything.data.sources import SourceMixture
     from metricanything.prompts.sampler import PromptSamplerConfig, sample_prompt_masks
     from metricanything.train.config import SourceConfig
-    from metricanything.train.data import Mixture, to_item, training_view
+    from metricanything.train.data import training_view
 
     src = SourceConfig(kind="render", seed=seed, render_size=[160, 120], sources=["rendered"], fov_deg=fov_deg)
-    mix = Mixture([src], seed)
+    mix = SourceMixture([src], seed)
     scfg = PromptSamplerConfig(min_fraction=0.01, max_fraction=0.01, p_extreme=0.0, p_full=0.0, min_points=1)
     items = []
     for i in range(n):
-        sample, s = mix.get(i)
+        sample, s, _ = mix.get(i)
         item = to_item(training_view(sample, size, None), i, s)
         m = sample_prompt_masks(item["valid"][None], scfg, torch.Generator().manual_seed(5_000 + i))[0]
         item["prompt_mask"] = m
@@ -97,9 +99,10 @@ def interpolate_prompt(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def eval_teacher(model_dir: Path, items: list[dict]) -> dict[str, float]:
+    from metricanything.data.batch import collate_items
     from metricanything.metrics import MetricAccumulator
     from metricanything.models.checkpoint import from_pretrained
-    from metricanything.train.data import collate_items, imagenet_normalise
+    from metricanything.train.data import imagenet_normalise
 
     teacher = from_pretrained(model_dir).eval()
     acc_t, acc_i, acc_0, acc_r = (MetricAccumulator(nonfinite="exclude", nonpositive="clip") for _ in range(4))
@@ -129,9 +132,9 @@ def eval_teacher(model_dir: Path, items: list[dict]) -> dict[str, float]:
 
 @torch.no_grad()
 def eval_student(model_dir: Path, items: list[dict], median_depth: float) -> dict[str, float]:
+    from metricanything.data.batch import collate_items
     from metricanything.metrics import MetricAccumulator
     from metricanything.models.checkpoint import from_pretrained
-    from metricanything.train.data import collate_items
     from metricanything.train.distill import student_metric_depth
 
     student = from_pretrained(model_dir).eval()
@@ -167,7 +170,7 @@ def best_constant_delta1(items: list[dict], n_grid: int = 121, canonical: bool =
 
 
 def pseudo_label_median(shards: Path) -> float:
-    from metricanything.train.data import ShardIndex
+    from metricanything.data.shards import ShardIndex
 
     idx = ShardIndex(shards)
     values = [idx.get(k).depth[idx.get(k).valid] for k in range(len(idx))]

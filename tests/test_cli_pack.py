@@ -10,8 +10,9 @@ import pytest
 from metricanything.camera import Intrinsics
 from metricanything.cli import main
 from metricanything.data.folder import write_sample
+from metricanything.data.loaders import loader_names
 from metricanything.data.sample import RGBDSample
-from metricanything.data.shards import ShardDataset
+from metricanything.data.shards import ShardIndex
 
 
 def sample(i: int) -> RGBDSample:
@@ -43,7 +44,7 @@ def test_pack_folder_and_loader_sources(tmp_path: Path, capsys) -> None:
     assert rc == 0
     assert "wrote 4 samples in 2 shard(s)" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
-    got = {s.sample_id: s for s in ShardDataset(out)}
+    got = {s.sample_id: s for s in ShardIndex(out)}
     assert sorted(got) == ["a", "m0", "m1", "m2"]
     assert got["a"].dataset == "diode" and float(got["a"].depth[0, 0]) == 2.5
     assert np.array_equal(got["m1"].depth, sample(1).depth)
@@ -51,7 +52,7 @@ def test_pack_folder_and_loader_sources(tmp_path: Path, capsys) -> None:
     assert main(["pack", str(tmp_path / "folder"), "--out", str(out), "--no-progress"]) == 2
     assert main(["pack", str(tmp_path / "folder"), "--out", str(out), "--no-progress", "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar"]
-    assert len(list(ShardDataset(out))) == 3
+    assert len(ShardIndex(out)) == 3
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,11 @@ def test_pack_rejects_bad_shard_size(tmp_path: Path, capsys) -> None:
     write_sample(tmp_path / "f", sample(0))
     assert main(["pack", str(tmp_path / "f"), "--out", str(tmp_path / "o"), "--shard-size", "0"]) == 2
     assert "--shard-size" in capsys.readouterr().err
+
+
+def test_pack_help_lists_the_registered_loaders(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["pack", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(loaders: {', '.join(loader_names())})" in text
+    assert "kitti" in loader_names() and "nuscenes" in loader_names()

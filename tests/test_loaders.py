@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import cv2
@@ -123,6 +124,9 @@ def test_nyu_labelled_mat_axes_intrinsics_and_splits(tmp_path: Path) -> None:
         assert np.allclose(s.depth, depths[i], rtol=1e-6) and s.valid.all()
         assert s.intrinsics == Intrinsics(518.8579, 519.4696, 325.5824, 253.7362, 640, 480)
         assert s.sensor == "structured_light" and s.sample_id == f"nyu_{i:04d}"
+    ds = load_dataset("nyu", tmp_path)  # an index: random access, and picklable for DataLoader workers
+    assert len(ds) == 3 and ds[2].sample_id == "nyu_0002" and ds.where(1).endswith("nyu_depth_v2_labeled.mat[1]")
+    assert np.array_equal(pickle.loads(pickle.dumps(ds))[1].image, images[1])
     raw = next(iter(load_dataset("nyu", tmp_path / "nyu_depth_v2_labeled.mat", raw=True)))
     assert not raw.valid[:10].any() and raw.valid[10:].all()
     scipy.io.savemat(tmp_path / "splits.mat", {"trainNdxs": np.array([[1], [3]]), "testNdxs": np.array([[2]])})

@@ -64,9 +64,9 @@ def test_data_specs_and_config_errors(tmp_path):
 
 @pytest.mark.slow
 def test_writes_shards_and_resumes_by_shard(tmp_path: Path):
+    from metricanything.data.shards import ShardIndex
     from metricanything.models.checkpoint import save_pretrained
     from metricanything.models.teacher import Teacher, teacher_config
-    from metricanything.train.data import ShardIndex
 
     torch.manual_seed(0)
     teacher_dir = save_pretrained(Teacher(teacher_config("test", vit="dinov3_test", image_size=None)), tmp_path / "t")

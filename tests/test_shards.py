@@ -1,29 +1,18 @@
-"""Tar shards: deterministic packing, exact decoding, worker x rank splitting, corrupt members, mixtures."""
+"""Tar shards: deterministic packing, exact random-access decoding, corrupt members, truncated and damaged tars."""
 
 from __future__ import annotations
 
-import collections
 import tarfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from metricanything.camera import Intrinsics
 from metricanything.data.folder import write_sample
 from metricanything.data.sample import RGBDSample
-from metricanything.data.shards import (
-    ShardDataset,
-    ShardWriter,
-    collate_samples,
-    decode_sample,
-    iter_shard,
-    pack,
-    resolve_shards,
-)
-from metricanything.errors import DatasetError, InputFileError, InvalidInputError
+from metricanything.data.shards import ShardIndex, ShardWriter, decode_sample, pack, resolve_shards
+from metricanything.errors import DatasetError, InputFileError
 
 
 def tiny(i: int, dataset: str = "unit", h: int = 6, w: int = 8) -> RGBDSample:
@@ -45,8 +34,8 @@ def write_set(out: Path, n: int, per_shard: int, dataset: str = "unit", start: i
     return w.paths
 
 
-def ids(stream) -> list[str]:
-    return [s.sample_id for s in stream]
+def ids(index: ShardIndex) -> list[str]:
+    return [index[k].sample_id for k in range(len(index))]
 
 
 def test_pack_is_deterministic_and_exact(tmp_path: Path) -> None:
@@ -62,62 +51,30 @@ def test_pack_is_deterministic_and_exact(tmp_path: Path) -> None:
         "shard_000000000.rgb.png", "shard_000000000.depth.npy", "shard_000000000.mask.png", "shard_000000000.meta.json"
     ]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in infos} == {(0, 0, 0, "", "", 0o644)}
-    ds = ShardDataset(tmp_path / "a")
-    assert ds.total_samples == 10
-    got = list(ds)
-    assert sorted(ids(got)) == [f"unit-{i:03d}" for i in range(10)]
-    for s in got:
-        ref = tiny(s.meta["i"])
+    index = ShardIndex(tmp_path / "a")
+    assert len(index) == 10 and not index.notes
+    assert ids(index) == [f"unit-{i:03d}" for i in range(10)]  # shards in order, samples in stored order
+    for k in (9, 0, 5):  # random access, any order
+        s, ref = index[k], tiny(k)
         assert np.array_equal(s.image, ref.image) and np.array_equal(s.valid, ref.valid)
         assert np.array_equal(s.depth, ref.depth) and s.intrinsics == ref.intrinsics
-        assert (s.source_kind, s.sensor, s.scene_id) == ("captured", "lidar", ref.scene_id)
+        assert (s.source_kind, s.sensor, s.scene_id, s.metric_scale_trusted) == ("captured", "lidar", ref.scene_id, True)
+    assert index.where(5) == f"{a[1]}:shard_000000005"
     assert not list(tmp_path.glob("a/.*"))  # no temporary files left
 
 
 def test_pack_sources_folder_and_iterables(tmp_path: Path) -> None:
     for i in range(3):
         write_sample(tmp_path / "folder", tiny(i, "fold"))
-    paths = pack([tmp_path / "folder", [tiny(7, "mem")]], tmp_path / "out", max_samples_per_shard=2, image_format="jpg")
-    assert len(paths) == 2
-    got = list(ShardDataset(tmp_path / "out"))
-    assert sorted(ids(got)) == ["fold-000", "fold-001", "fold-002", "mem-007"]
-    assert all(np.array_equal(s.depth, tiny(s.meta["i"]).depth) for s in got)  # depth lossless even with JPEG
+    result = pack([tmp_path / "folder", [tiny(7, "mem")]], tmp_path / "out", max_samples_per_shard=2, image_format="jpg")
+    assert len(result.paths) == 2 and result.samples == 4
+    index = ShardIndex(tmp_path / "out")
+    assert ids(index) == ["fold-000", "fold-001", "fold-002", "mem-007"]
+    assert all(np.array_equal(index[k].depth, tiny(index[k].meta["i"]).depth) for k in range(4))  # lossless depth with JPEG
     with pytest.raises(DatasetError, match="does not exist"):
         pack([tmp_path / "nothing"], tmp_path / "out2")
     with pytest.raises(DatasetError, match="no samples"):
         pack([[]], tmp_path / "out3")
-
-
-def consume(ds: ShardDataset, workers: int) -> list[str]:
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
-    return ids(loader)
-
-
-@pytest.mark.parametrize("n, per_shard", [(24, 3), (9, 5)])  # 8 shards >= 4 consumers; 2 shards < 4 consumers
-def test_two_workers_two_ranks_see_each_sample_once(tmp_path: Path, n: int, per_shard: int) -> None:
-    write_set(tmp_path / "s", n, per_shard)
-    expected = sorted(f"unit-{i:03d}" for i in range(n))
-    for epoch in (0, 1):
-        seen = []
-        per_rank = []
-        for rank in (0, 1):
-            ds = ShardDataset(tmp_path / "s", rank=rank, world_size=2, shuffle_buffer=4, seed=5)
-            ds.set_epoch(epoch)
-            got = consume(ds, 2)
-            per_rank.append(got)
-            seen += got
-        assert sorted(seen) == expected, epoch
-        assert all(per_rank), "every rank gets work"
-
-
-def test_epochs_reshuffle_deterministically(tmp_path: Path) -> None:
-    write_set(tmp_path / "s", 20, 2)
-    ds = ShardDataset(tmp_path / "s", shuffle_buffer=8, seed=1)
-    e0 = ids(ds)
-    assert ids(ds) == e0  # same epoch, same order
-    ds.set_epoch(1)
-    e1 = ids(ds)
-    assert e1 != e0 and sorted(e1) == sorted(e0)
 
 
 def _corrupt_member(shard: Path, member_suffix: str, index: int = 0) -> str:
@@ -129,88 +86,62 @@ def _corrupt_member(shard: Path, member_suffix: str, index: int = 0) -> str:
     return m.name.split(".")[0]
 
 
-def test_corrupt_member_is_skipped_counted_and_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("member", [".rgb.png", ".depth.npy", ".meta.json", ".mask.png"])
+def test_a_corrupt_member_fails_only_its_sample_and_names_it(tmp_path: Path, member: str) -> None:
     paths = write_set(tmp_path / "s", 8, 4)
-    _corrupt_member(paths[1], ".rgb.png", 1)  # sample 5
-    ds = ShardDataset(tmp_path / "s")
-    with pytest.warns(RuntimeWarning, match="skipped 1 corrupt"):
-        got = ids(ds)
-    assert sorted(got) == [f"unit-{i:03d}" for i in range(8) if i != 5]
-    assert ds.corrupt_count == 1 and ds.stats()["corrupt_samples"] == 1 and ds.stats()["samples"] == 7
-    assert "rgb.png" in ds.corrupt_examples[0]
-    with pytest.raises(InputFileError, match="rgb.png"):
-        list(ShardDataset(tmp_path / "s", strict=True))
+    key = _corrupt_member(paths[1], member, 1)  # sample 5
+    index = ShardIndex(tmp_path / "s")
+    assert len(index) == 8 and not index.notes  # the tar itself is intact
+    with pytest.raises(InputFileError, match=f"{key}{member.replace('.', '[.]')}"):
+        index[5]
+    assert [index[k].sample_id for k in (4, 6)] == ["unit-004", "unit-006"]
 
 
-def test_corrupt_count_reaches_the_main_process_from_workers(tmp_path: Path) -> None:
-    paths = write_set(tmp_path / "s", 8, 2)
-    _corrupt_member(paths[0], ".depth.npy", 0)
-    _corrupt_member(paths[3], ".meta.json", 1)
-    ds = ShardDataset(tmp_path / "s", rank=0, world_size=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        got = consume(ds, 2)
-    assert len(got) == 6 and ds.corrupt_count == 2
-
-
-def test_truncated_shard_keeps_earlier_samples(tmp_path: Path) -> None:
-    paths = write_set(tmp_path / "s", 6, 6)
+@pytest.mark.parametrize("cut", ["middle", "header", "end_marker"])
+def test_truncated_shard_is_indexed_up_to_its_last_complete_sample(tmp_path: Path, cut: str) -> None:
+    paths = write_set(tmp_path / "s", 12, 6)
     data = paths[0].read_bytes()
-    paths[0].write_bytes(data[: len(data) // 2])
-    ds = ShardDataset(tmp_path / "s")
-    with pytest.warns(RuntimeWarning, match="corrupt"):
-        got = ids(ds)
-    assert 1 <= len(got) < 6 and got == [f"unit-{i:03d}" for i in range(len(got))]
-    assert ds.stats()["corrupt_shards"] == 1
-    with pytest.raises(InputFileError, match="truncated"):
-        list(iter_shard(paths[0]))
+    with tarfile.open(paths[0]) as tar:
+        members = tar.getmembers()
+    meta3 = [m for m in members if m.name == "shard_000000003.meta.json"][0]
+    end3 = meta3.offset_data + (meta3.size + 511) // 512 * 512  # the header of sample 4 starts here
+    keep = {"middle": len(data) // 2, "header": end3 + 100, "end_marker": end3}[cut]
+    paths[0].write_bytes(data[:keep])
+    index = ShardIndex(tmp_path / "s")
+    complete = 4 if cut != "middle" else sum(1 for m in members if m.name.endswith("meta.json") and m.offset_data + m.size <= keep)
+    assert ids(index) == [f"unit-{i:03d}" for i in range(complete)] + [f"unit-{i:03d}" for i in range(6, 12)]
+    assert len(index.notes) == 1 and str(paths[0]) in index.notes[0] and f"{complete} complete sample(s)" in index.notes[0]
+    assert all(index[k].sample_id for k in range(len(index)))  # every indexed sample decodes
 
 
-def test_mixture_weights_are_respected(tmp_path: Path) -> None:
-    write_set(tmp_path / "a", 6, 3, "A")
-    write_set(tmp_path / "b", 5, 5, "B", start=100)
-    write_set(tmp_path / "c", 2, 2, "C", start=200)
-    ds = ShardDataset(
-        {"a": tmp_path / "a", "b": tmp_path / "b", "c": tmp_path / "c"}, {"a": 3.0, "b": 1.0, "c": 0.0},
-        mode="mixture", samples_per_epoch=2000, seed=3,
-    )
-    counts = collections.Counter(s.dataset for s in ds)
-    assert sum(counts.values()) == 2000 and counts["C"] == 0
-    assert abs(counts["A"] / 2000 - 0.75) < 0.035
-    # every sample of a source is visited (cycling through its shards)
-    per_id = collections.Counter(s.sample_id for s in ShardDataset([tmp_path / "a"], mode="mixture", samples_per_epoch=60))
-    assert len(per_id) == 6 and set(per_id.values()) == {10}
+def test_garbage_in_the_middle_of_a_tar_ends_it_there(tmp_path: Path) -> None:
+    paths = write_set(tmp_path / "s", 6, 6)
+    with tarfile.open(paths[0]) as tar:
+        m = [m for m in tar.getmembers() if m.name == "shard_000000002.rgb.png"][0]
+    data = bytearray(paths[0].read_bytes())
+    data[m.offset : m.offset + 512] = b"\xff" * 512  # the header of sample 2's first member
+    paths[0].write_bytes(bytes(data))
+    index = ShardIndex(tmp_path / "s")
+    assert ids(index) == ["unit-000", "unit-001"] and "damaged" in index.notes[0]
 
 
-def test_mixture_split_over_ranks_gives_requested_total(tmp_path: Path) -> None:
-    write_set(tmp_path / "a", 8, 2, "A")
-    total = 0
-    for rank in range(3):
-        ds = ShardDataset(tmp_path / "a", mode="mixture", samples_per_epoch=50, rank=rank, world_size=3)
-        total += len(ids(ds))
-    assert total == 50
+def test_unreadable_shards_only(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "a.tar").write_bytes(b"not a tar at all" * 40)
+    with pytest.raises(DatasetError, match="no readable samples.*unreadable"):
+        ShardIndex(tmp_path / "s")
 
 
-def test_transform_and_collate(tmp_path: Path) -> None:
-    write_set(tmp_path / "s", 4, 4)
-    ds = ShardDataset(tmp_path / "s", transform=lambda s: s.replace(meta={**s.meta, "t": True}))
-    samples = list(ds)
-    assert all(s.meta["t"] for s in samples)
-    batch = collate_samples(samples)
-    assert batch["image"].shape == (4, 3, 6, 8) and batch["image"].dtype == torch.float32
-    s0 = samples[0]
-    assert torch.allclose(batch["image"][0, 1], torch.from_numpy(s0.image[..., 1]).float() / 255)
-    assert torch.equal(batch["valid"][0, 0], torch.from_numpy(s0.valid))
-    assert torch.equal(batch["depth"][0, 0], torch.from_numpy(s0.depth))
-    assert batch["fx"].tolist() == [s.intrinsics.fx for s in samples]
-    assert batch["cy"].tolist() == [2.5] * 4 and batch["metric_scale_trusted"].all()
-    assert batch["sample_id"] == [s.sample_id for s in samples] and batch["sensor"] == ["lidar"] * 4
-    as_dicts = [{"image": s.image, "depth": s.depth, "valid": s.valid, "intrinsics": s.intrinsics.to_dict()} for s in samples]
-    assert torch.equal(collate_samples(as_dicts)["depth"], batch["depth"])
-    with pytest.raises(InvalidInputError, match="one size"):
-        collate_samples([samples[0], tiny(9, h=5)])
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_samples)
-    assert [b["image"].shape[0] for b in loader] == [2, 2]
+def test_extras_are_read_by_name(tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, "t", max_samples_per_shard=2) as w:
+        for i in range(5):
+            w.write(tiny(i), extras={"confidence": np.full((6, 8), i / 10, np.float32)})
+    index = ShardIndex(tmp_path)
+    assert len(index) == 5
+    for k in (4, 0, 2):
+        assert index.extra(k, "confidence")[0, 0] == pytest.approx(k / 10)
+        assert np.array_equal(index.get(k).depth, tiny(k).depth)
+    assert index.extra(1, "missing") is None
 
 
 def test_decode_and_resolve_errors(tmp_path: Path) -> None:
@@ -220,12 +151,8 @@ def test_decode_and_resolve_errors(tmp_path: Path) -> None:
         resolve_shards(tmp_path / "none")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no .tar"):
-        ShardDataset(tmp_path / "empty")
+        ShardIndex(tmp_path / "empty")
     with pytest.raises(DatasetError, match="glob"):
         resolve_shards(str(tmp_path / "x-*.tar"))
     paths = write_set(tmp_path / "s", 2, 1)
     assert resolve_shards(str(tmp_path / "s" / "shard-*.tar")) == paths
-    with pytest.raises(InvalidInputError, match="weight"):
-        ShardDataset([tmp_path / "s"], [-1.0])
-    with pytest.raises(InvalidInputError, match="mode"):
-        ShardDataset(tmp_path / "s", mode="bogus")

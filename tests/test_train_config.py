@@ -41,7 +41,7 @@ def test_source_lists_replace_defaults_and_fill_item_defaults(tmp_path):
     cfg = load_config(p)
     assert [s.kind for s in cfg.data.sources] == ["folder", "render"]
     assert cfg.data.sources[0].weight == 3.0 and cfg.data.sources[1].weight == 1.0
-    assert cfg.data.sources[0].trusted is True
+    assert cfg.data.sources[0].metric_scale_trusted is None
 
 
 @pytest.mark.parametrize(

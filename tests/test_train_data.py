@@ -1,17 +1,17 @@
-"""Training data: index-addressed determinism, random access into shards, label corruption, clean validation."""
+"""Training data: index-addressed determinism, source mixture, training views, label corruption, clean validation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from metricanything.camera import Intrinsics
 from metricanything.data.sample import RGBDSample
+from metricanything.data.sources import SourceMixture, item_rng
 from metricanything.train.config import SourceConfig, load_config
-from metricanything.train.data import Mixture, ShardIndex, corrupt_labels, item_rng, square_crop
+from metricanything.train.data import corrupt_labels, square_crop
 from metricanything.train.pretrain import PretrainDataset, PretrainTask
 
 TEST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher_test.yaml"
@@ -34,7 +34,7 @@ def test_items_are_a_pure_function_of_the_index():
 
 
 def test_mixture_weights_pick_sources_in_proportion():
-    mix = Mixture([SourceConfig(kind="render", weight=3.0), SourceConfig(kind="render", weight=1.0, seed=99)], seed=1)
+    mix = SourceMixture([SourceConfig(kind="render", weight=3.0), SourceConfig(kind="render", weight=1.0, seed=99)], seed=1)
     picks = np.array([mix.locate(i)[0] for i in range(2000)])
     assert abs((picks == 0).mean() - 0.75) < 0.04
     # an infinite render source renders a new seed per index
@@ -68,19 +68,3 @@ def test_validation_items_stay_clean_under_label_corruption():
     x, y = PretrainDataset(noisy, augment=False)[3], PretrainDataset(clean, augment=False)[3]
     changed = ((x["depth"] - y["depth"]).abs() > 1e-6) & y["valid"]
     assert 0.05 < changed.float().sum() / y["valid"].sum() < 0.15
-
-
-def test_shard_index_reads_any_sample_and_extras(tmp_path):
-    from metricanything.data.shards import ShardWriter
-
-    samples = [_sample(seed=i) for i in range(5)]
-    with ShardWriter(tmp_path, "t", max_samples_per_shard=2) as w:
-        for i, s in enumerate(samples):
-            w.write(s, extras={"confidence": np.full(s.depth.shape, i / 10, np.float32)})
-    idx = ShardIndex(tmp_path)
-    assert len(idx) == 5
-    for k in (4, 0, 2):
-        got = idx.get(k)
-        assert np.array_equal(got.depth, samples[k].depth) and np.array_equal(got.image, samples[k].image)
-        assert idx.extra(k, "confidence")[0, 0] == pytest.approx(k / 10)
-    assert idx.extra(1, "missing") is None

@@ -1,4 +1,4 @@
-"""``metricanything finetune``: continue pretraining a teacher on your own folder dataset or shards.
+"""``metricanything finetune``: continue pretraining a teacher on your own folder dataset, shards or native dataset.
 
 It is ``pretrain`` starting from ``--teacher`` (``model.init``) with ``data.sources`` replaced by ``--data``.
 For radar-camera fusion, train with radar-pattern prompts built from the dense/LiDAR GT of each sample:
@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="pretrained teacher checkpoint folder to start from")
     parser.add_argument(
         "--data", action="append", required=True, metavar="PATH",
-        help="folder dataset or shard set (dir / .tar / glob) to fine-tune on (repeatable, equal weights)",
+        help="folder dataset, shard set (dir / .tar / glob) or native dataset LOADER[@SPLIT]:ROOT to fine-tune on "
+        "(repeatable, equal weights)",
     )
     parser.add_argument("--val-data", default=None, help="held-out folder/shards for validation (default: rendered)")
     parser.add_argument(
@@ -30,12 +31,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _source(path: str, untrusted: bool) -> str:
+    """One ``data.sources`` entry (JSON, which the YAML override parser reads) for a ``--data`` value."""
+    import json
+
     from metricanything.train.pseudo_label import parse_data_spec
 
     src = parse_data_spec(path)
     if src.kind == "render":
-        return f"{{kind: render, num_samples: {src.num_samples}, seed: {src.seed}}}"
-    return f"{{kind: {src.kind}, path: {path!r}, trusted: {str(not untrusted).lower()}}}"
+        return json.dumps({"kind": "render", "num_samples": src.num_samples, "seed": src.seed})
+    entry = {"kind": src.kind, "path": src.path, "name": src.name, "split": src.split}
+    if untrusted:
+        entry["metric_scale_trusted"] = False
+    return json.dumps({k: v for k, v in entry.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:

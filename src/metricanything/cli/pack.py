@@ -8,10 +8,12 @@ from metricanything.errors import InvalidInputError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from metricanything.data.loaders import loader_names
+
     parser.add_argument(
         "sources", nargs="+", metavar="SRC",
         help="a folder dataset, or LOADER:ROOT / LOADER@SPLIT:ROOT for a native dataset "
-        "(loaders: folder, kitti, nyu, eth3d, diode, ibims, middlebury, booster, sunrgbd, scannet, nuscenes)",
+        f"(loaders: {', '.join(loader_names())})",
     )
     parser.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar and shard-index.json")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
@@ -22,14 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metricanything.data.shards import ShardDataset, pack
+    from metricanything.data.shards import pack
 
     if args.shard_size < 1:
         raise InvalidInputError(f"--shard-size must be >= 1, got {args.shard_size}")
-    paths = pack(
+    result = pack(
         args.sources, args.out, prefix=args.prefix, max_samples_per_shard=args.shard_size,
         image_format=args.image_format, progress=not args.no_progress, overwrite=args.overwrite,
     )
-    total = ShardDataset(paths).total_samples
-    print(f"wrote {total if total is not None else '?'} samples in {len(paths)} shard(s) to {args.out}")
+    print(f"wrote {result.samples} samples in {len(result.paths)} shard(s) to {args.out}")
     return 0

@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint folder (save_pretrained output)")
     parser.add_argument(
         "--data", action="append", required=True, metavar="SPEC",
-        help="folder dataset, shard set (dir / .tar / glob) or render:N[:SEED[:WxH[:KIND,...[:FOVLO-FOVHI]]]] (repeatable)",
+        help="folder dataset, shard set (dir / .tar / glob), native dataset LOADER[@SPLIT]:ROOT or "
+        "render:N[:SEED[:WxH[:KIND,...[:FOVLO-FOVHI]]]] (repeatable)",
     )
     parser.add_argument("--out", required=True, help="output folder for the pseudo-label shards")
     parser.add_argument("--shard-size", type=int, default=None, help="samples per shard (default 64)")

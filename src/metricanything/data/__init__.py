@@ -1,4 +1,5 @@
-"""Data layer: the RGBDSample record, folder format, renderer, sensor simulators, loaders, shards, augmentation."""
+"""Data layer: the RGBDSample record, folder format, renderer, sensor simulators, loaders, shards, training sources
+and their mixture (sources), the item/batch layout (batch), augmentation."""
 
 from metricanything.data.sample import SENSORS, SOURCE_KINDS, RGBDSample
 

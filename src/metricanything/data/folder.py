@@ -117,6 +117,8 @@ def decode_npy(data: bytes, name: str | os.PathLike = "<npy>") -> np.ndarray:
     """Parse ``.npy`` bytes (no pickles) into an array."""
     import io
 
+    if not data.startswith(b"\x93NUMPY"):
+        raise InputFileError(name, "not a .npy array (no .npy header: corrupt, truncated or another format)")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -389,6 +391,10 @@ class FolderDataset:
 
     def __getitem__(self, i: int) -> RGBDSample:
         return read_sample(self.root / self.sample_ids[i])
+
+    def where(self, i: int) -> str:
+        """The folder of sample ``i``."""
+        return str(self.root / self.sample_ids[i])
 
     def __iter__(self) -> Iterator[RGBDSample]:
         for sid in self.sample_ids:

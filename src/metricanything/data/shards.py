@@ -1,4 +1,4 @@
-"""WebDataset-style tar shards: a deterministic writer and a streaming, mixture-weighted reader.
+"""WebDataset-style tar shards: a deterministic writer and the one random-access reader.
 
 A shard ``<prefix>-000000.tar`` holds consecutive groups of members sharing a key (the part of the member
 name before the first dot)::
@@ -6,61 +6,51 @@ name before the first dot)::
     <key>.rgb.png | <key>.rgb.jpg   RGB image (8 bit)
     <key>.depth.npy                 float32 H x W metres, 0 where invalid
     <key>.mask.png                  uint8 H x W, 0 invalid / 255 valid
-    <key>.meta.json                 RGBDSample.meta_dict() + {"format_version": 1}
     <key>.<name>.npy                optional extra arrays (ignored by the sample decoder)
+    <key>.meta.json                 RGBDSample.meta_dict() + {"format_version": 1}; always a sample's last member
 
 Tar headers are fixed (mtime 0, uid/gid 0, no owner names, mode 0644, ustar), members are written in a
 fixed order, so packing the same samples twice gives byte-identical shards. Each shard is written to a
 temporary file and renamed when complete; ``<prefix>-index.json`` lists shards and their sample counts.
+
+:class:`ShardIndex` reads member offsets from the tar headers once and then decodes any sample by its
+position (shards in sorted order, samples in stored order). A damaged tar (cut short, or garbage after some
+point) is indexed up to its last complete sample and the damage is recorded in ``ShardIndex.notes``.
 """
 
 from __future__ import annotations
 
 import glob as _glob
 import io
-import math
-import multiprocessing
-import multiprocessing.context
+import json
 import os
 import re
 import tarfile
-import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from metricanything.atomic import atomic_path
-from metricanything.camera import Intrinsics
 from metricanything.data.folder import (
     FORMAT_VERSION,
-    FolderDataset,
     decode_depth_npy,
     decode_image,
     decode_mask,
+    decode_npy,
     encode_image,
     encode_mask,
     encode_npy,
-    is_folder_dataset,
     json_bytes,
     sample_from_meta,
 )
 from metricanything.data.sample import RGBDSample
-from metricanything.errors import DatasetError, InputFileError, InvalidInputError, MetricAnythingError
+from metricanything.errors import DatasetError, InputFileError, InvalidInputError
 
-__all__ = [
-    "ShardWriter",
-    "ShardDataset",
-    "pack",
-    "iter_shard",
-    "decode_sample",
-    "collate_samples",
-    "resolve_shards",
-    "open_source",
-]
+__all__ = ["ShardWriter", "ShardIndex", "PackResult", "pack", "decode_sample", "resolve_shards"]
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
@@ -186,30 +176,17 @@ def _existing_shards(out_dir: Path, prefix: str) -> list[Path]:
     return sorted(out_dir.glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
 
 
-# ---------------------------------------------------------------------------------------------- sources
-def open_source(source: str | os.PathLike | Iterable[RGBDSample]) -> Iterable[RGBDSample]:
-    """Turn a pack source into samples: a folder dataset path, ``"loader_name:root"``, or an iterable."""
-    if not isinstance(source, (str, os.PathLike)):
-        return source
-    text = os.fspath(source)
-    path = Path(text)
-    if path.is_dir():
-        if is_folder_dataset(path):
-            return FolderDataset(path)
-        raise DatasetError(f"{path}: not a folder dataset (no index.json and no sample folder with meta.json)")
-    if ":" in text and not path.exists():
-        name, _, root = text.partition(":")
-        split = None
-        if "@" in name:  # "loader@split:root"
-            name, _, split = name.partition("@")
-        from metricanything.data.loaders import load_dataset
+# ---------------------------------------------------------------------------------------------- pack
+@dataclass(frozen=True)
+class PackResult:
+    """What :func:`pack` wrote: the shard files and the number of samples in them."""
 
-        return load_dataset(name, root, split=split)
-    raise DatasetError(f"{text}: source does not exist (give a folder dataset or 'loader_name:root')")
+    paths: list[Path]
+    samples: int
 
 
 def pack(
-    sources: Sequence[str | os.PathLike | Iterable[RGBDSample]],
+    sources: Sequence[str | os.PathLike | Iterable[RGBDSample]] | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     prefix: str = "shard",
@@ -217,14 +194,18 @@ def pack(
     image_format: str = "png",
     progress: bool = False,
     overwrite: bool = False,
-) -> list[Path]:
-    """Pack every sample of every source, in order, into shards under ``out_dir``; returns the shard paths.
+) -> PackResult:
+    """Pack every sample of every source, in order, into shards under ``out_dir``.
 
-    Refuses (InvalidInputError) a folder that already holds ``<prefix>-*.tar`` unless ``overwrite``.
+    A source is a folder-dataset path, ``"loader:root"`` / ``"loader@split:root"`` (see
+    :func:`metricanything.data.sources.open_samples`) or an iterable of samples. Refuses (InvalidInputError) a
+    folder that already holds ``<prefix>-*.tar`` unless ``overwrite``.
     """
+    from metricanything.data.sources import open_samples
+
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    opened = [open_source(s) for s in sources]  # fail on a bad source before writing anything
+    opened = [open_samples(s) if isinstance(s, (str, os.PathLike)) else s for s in sources]  # fail before writing
     if not overwrite and _existing_shards(Path(out_dir), prefix):
         raise InvalidInputError(f"{out_dir} already holds {prefix}-*.tar shards; choose another folder/prefix or overwrite")
     bar = None
@@ -242,7 +223,7 @@ def pack(
         bar.close()
     if writer.count == 0:
         raise DatasetError(f"no samples found in {', '.join(str(s) for s in sources)}")
-    return writer.paths
+    return PackResult(writer.paths, writer.count)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -272,60 +253,8 @@ def resolve_shards(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     raise DatasetError(f"{text}: shard source does not exist")
 
 
-def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream ``(key, {suffix: bytes})`` groups from one tar shard, in stored order.
-
-    Raises :class:`InputFileError` (naming the shard) if the tar itself is unreadable or truncated; groups
-    read before the damage have been yielded already.
-    """
-    path = Path(path)
-    key: str | None = None
-    group: dict[str, bytes] = {}
-    try:
-        with tarfile.open(path, "r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base = info.name.rsplit("/", 1)[-1]
-                k, dot, suffix = base.partition(".")
-                if not dot:
-                    continue
-                f = tar.extractfile(info)
-                data = f.read() if f is not None else b""
-                if k != key:
-                    if key is not None:
-                        yield key, group
-                    key, group = k, {}
-                group[suffix] = data
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        if key is not None and group:
-            yield key, group  # members read completely before the damage; the decoder checks what is missing
-        raise InputFileError(path, f"tar shard is unreadable or truncated ({exc})") from None
-    if not _has_end_marker(path):  # tarfile stops quietly when a file is cut at a header boundary
-        if key is not None and group:
-            yield key, group
-        raise InputFileError(path, "tar shard is truncated (no end-of-archive marker)")
-    if key is not None:
-        yield key, group
-
-
-def _has_end_marker(path: Path) -> bool:
-    """A complete tar ends with two zero blocks and is a whole number of 512-byte blocks."""
-    try:
-        size = path.stat().st_size
-        if size % 512 or size < 1024:
-            return False
-        with open(path, "rb") as f:
-            f.seek(size - 1024)
-            return f.read(1024) == bytes(1024)
-    except OSError:
-        return False
-
-
 def decode_sample(members: Mapping[str, bytes], where: str = "<sample>") -> RGBDSample:
     """Decode one shard group (``{"rgb.png": ..., "depth.npy": ..., "mask.png": ..., "meta.json": ...}``)."""
-    import json
-
     image_key = next((k for k in ("rgb.png", "rgb.jpg", "rgb.jpeg", "png", "jpg") if k in members), None)
     for need, present in (("rgb.png|rgb.jpg", image_key), ("depth.npy", "depth.npy" in members), ("meta.json", "meta.json" in members)):
         if not present:
@@ -350,357 +279,82 @@ def decode_sample(members: Mapping[str, bytes], where: str = "<sample>") -> RGBD
     return sample_from_meta(meta, image, depth, valid, f"{where}.meta.json")
 
 
-def _consumer() -> tuple[int, int]:
-    info = torch.utils.data.get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
+class ShardIndex:
+    """Random access into tar shards: member offsets are read once from the tar headers.
 
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class ShardDataset(torch.utils.data.IterableDataset):
-    """Stream :class:`RGBDSample` s from one or more shard sets.
-
-    ``sources``: one source or a list/dict of sources; each source is a shard directory, a tar file, a glob
-    or a list of tar files (a dict names the sources). ``weights``: per-source mixture weights.
-
-    Modes:
-
-    * ``"epoch"`` (default): every sample of every source exactly once per epoch, across all DataLoader
-      workers and DDP ranks together. Weights are ignored. Work is split by shard (shards of all sources
-      shuffled per epoch with ``seed`` + epoch, shard i to consumer i mod C) when there are at least C =
-      world_size x num_workers shards, otherwise by sample (each consumer reads every shard and decodes
-      samples i mod C == its index).
-    * ``"mixture"``: each consumer draws the source of every next sample with probability proportional to
-      its weight and cycles through its share of that source's shards (reshuffled per pass). Stops after
-      ``samples_per_epoch`` samples in total (split over consumers), or never when that is None.
-
-    A ``shuffle_buffer`` > 0 shuffles samples within a consumer. Corrupt members/shards are skipped and
-    counted: ``corrupt_count`` (shared with DataLoader workers), ``stats()``, and a ``RuntimeWarning`` at
-    the end of every pass over the data that hit any. ``strict=True`` raises instead. ``set_epoch(e)``
-    before each epoch changes the shuffles (with non-persistent workers). ``transform`` is applied to each
-    decoded sample; the stream yields its result.
+    ``len(index)``, ``index[k]`` / ``get(k)`` (decode sample k), ``where(k)`` (``<shard>:<key>``) and
+    ``extra(k, name)`` (the optional ``<key>.<name>.npy`` member, None if absent). A tar that is cut short or
+    damaged keeps the samples before the damage; ``notes`` says which shard and how many samples were kept.
     """
 
-    def __init__(
-        self,
-        sources: Any,
-        weights: Sequence[float] | Mapping[str, float] | None = None,
-        *,
-        mode: str = "epoch",
-        shuffle_buffer: int = 0,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        transform: Callable[[RGBDSample], Any] | None = None,
-        samples_per_epoch: int | None = None,
-        strict: bool = False,
-    ) -> None:
-        super().__init__()
-        if mode not in ("epoch", "mixture"):
-            raise InvalidInputError(f"mode must be 'epoch' or 'mixture', got {mode!r}")
-        if isinstance(sources, Mapping):
-            names, specs = list(sources.keys()), list(sources.values())
-        elif isinstance(sources, (str, os.PathLike)):
-            names, specs = [Path(sources).name or str(sources)], [sources]
-        else:
-            specs = list(sources)
-            names = [Path(s).name if isinstance(s, (str, os.PathLike)) else f"source{i}" for i, s in enumerate(specs)]
-        if not specs:
-            raise DatasetError("ShardDataset needs at least one source")
-        self.source_names = [str(n) for n in names]
-        self.source_shards = [resolve_shards(s) for s in specs]
-        if weights is None:
-            w = [1.0] * len(specs)
-        elif isinstance(weights, Mapping):
-            missing = set(self.source_names) - set(weights)
-            if missing:
-                raise InvalidInputError(f"weights missing for sources {sorted(missing)}")
-            w = [float(weights[n]) for n in self.source_names]
-        else:
-            w = [float(x) for x in weights]
-        if len(w) != len(specs) or any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
-            raise InvalidInputError(f"need one finite non-negative weight per source ({len(specs)}), not all 0; got {w}")
-        self.weights = w
-        self.mode = mode
-        self.shuffle_buffer = int(shuffle_buffer)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.rank, self.world_size = rank, world_size
-        if (rank is None) != (world_size is None):
-            raise InvalidInputError("give both rank and world_size, or neither")
-        if world_size is not None and not 0 <= rank < world_size:
-            raise InvalidInputError(f"rank {rank} outside world_size {world_size}")
-        self.transform = transform
-        self.samples_per_epoch = samples_per_epoch
-        self.strict = strict
-        ctx = multiprocessing.get_context()
-        self._shared = ctx.Array("q", 3)  # [samples yielded, corrupt samples, corrupt shards]
-        self._local = [0, 0, 0]
-        self.corrupt_examples: list[str] = []
+    def __init__(self, spec: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
+        self.shards = resolve_shards(spec)
+        self.entries: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        self.notes: list[str] = []
+        for si, path in enumerate(self.shards):
+            groups, problem = _index_tar(path)
+            if problem is not None:
+                self.notes.append(f"{path}: {problem}; indexed the {len(groups)} complete sample(s) before it")
+            self.entries.extend((si, key, members) for key, members in groups)
+        if not self.entries:
+            raise DatasetError(f"{spec}: shards hold no readable samples" + (f" ({self.notes[0]})" if self.notes else ""))
 
-    # -------------------------------------------------------------- bookkeeping
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        if multiprocessing.context.get_spawning_popen() is None:
-            state["_shared"] = None  # plain pickling (not a worker start): counters stay local
-        return state
+    def __len__(self) -> int:
+        return len(self.entries)
 
-    def _bump(self, i: int) -> None:
-        self._local[i] += 1
-        if self._shared is not None:
-            with self._shared.get_lock():
-                self._shared[i] += 1
+    def __getitem__(self, k: int) -> RGBDSample:
+        return self.get(k)
 
-    @property
-    def corrupt_count(self) -> int:
-        """Corrupt samples skipped so far (all workers of this dataset object), plus unreadable shard tails."""
-        s = self.stats()
-        return s["corrupt_samples"] + s["corrupt_shards"]
+    def where(self, k: int) -> str:
+        si, key, _ = self.entries[int(k)]
+        return f"{self.shards[si]}:{key}"
 
-    def stats(self) -> dict[str, int]:
-        """Counters since construction: ``samples`` yielded, ``corrupt_samples``, ``corrupt_shards``."""
-        vals = list(self._shared[:]) if self._shared is not None else self._local
-        return {"samples": int(vals[0]), "corrupt_samples": int(vals[1]), "corrupt_shards": int(vals[2])}
+    def _read(self, k: int, suffixes: Sequence[str] | None = None) -> dict[str, bytes]:
+        si, _, members = self.entries[int(k)]
+        out: dict[str, bytes] = {}
+        with open(self.shards[si], "rb") as f:
+            for suffix, (offset, size) in members.items():
+                if suffixes is None or suffix in suffixes:
+                    f.seek(offset)
+                    out[suffix] = f.read(size)
+        return out
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the shuffles of ``epoch`` (call before creating the epoch's DataLoader iterator)."""
-        self.epoch = int(epoch)
+    def get(self, k: int) -> RGBDSample:
+        return decode_sample(self._read(k), self.where(k))
 
-    @property
-    def total_samples(self) -> int | None:
-        """Sum of the sample counts in the shard sets' ``*-index.json`` files, or None if any is unknown."""
-        import json
-
-        counts: dict[Path, int] = {}
-        for shards in self.source_shards:
-            for d in {p.parent for p in shards}:
-                for idx in d.glob("*-index.json"):
-                    try:
-                        data = json.loads(idx.read_text(encoding="utf-8"))
-                        for s in data["shards"]:
-                            counts[(d / s["name"]).resolve()] = int(s["samples"])
-                    except (OSError, ValueError, KeyError, TypeError):
-                        continue
-        total = 0
-        for shards in self.source_shards:
-            for p in shards:
-                if p.resolve() not in counts:
-                    return None
-                total += counts[p.resolve()]
-        return total
-
-    # -------------------------------------------------------------- iteration
-    def _consumers(self) -> tuple[int, int]:
-        worker, num_workers = _consumer()
-        if self.world_size is not None:
-            rank, world = self.rank, self.world_size
-        else:
-            rank, world = _dist_rank_world()
-        return rank * num_workers + worker, world * num_workers
-
-    def _read(self, shard: Path, keep: Callable[[int], bool] | None = None) -> Iterator[RGBDSample]:
-        """Decoded samples of one shard; ``keep(i)`` selects by position; corrupt ones are skipped and counted."""
-        i = -1
-        try:
-            for key, members in iter_shard(shard):
-                i += 1
-                if keep is not None and not keep(i):
-                    continue
-                try:
-                    sample = decode_sample(members, f"{shard}:{key}")
-                except MetricAnythingError as exc:
-                    if self.strict:
-                        raise
-                    self._bump(1)
-                    if len(self.corrupt_examples) < 20:
-                        self.corrupt_examples.append(str(exc))
-                    continue
-                yield sample
-        except InputFileError as exc:  # the tar itself is damaged: skip the rest of this shard
-            if self.strict:
-                raise
-            self._bump(2)
-            if len(self.corrupt_examples) < 20:
-                self.corrupt_examples.append(str(exc))
-
-    def _epoch_stream(self, cid: int, n: int) -> Iterator[RGBDSample]:
-        shards = [p for group in self.source_shards for p in group]
-        order = np.random.default_rng([self.seed, self.epoch, 0]).permutation(len(shards))
-        shards = [shards[i] for i in order]
-        if len(shards) >= n:
-            for shard in shards[cid::n]:
-                yield from self._read(shard)
-        else:
-            counter = {"i": -1}
-
-            def keep(_: int) -> bool:
-                counter["i"] += 1
-                return counter["i"] % n == cid
-
-            for shard in shards:
-                yield from self._read(shard, keep)
-
-    def _source_cycle(self, s: int, cid: int, n: int) -> Iterator[RGBDSample]:
-        shards = self.source_shards[s]
-        passes = 0
-        while True:
-            order = np.random.default_rng([self.seed, self.epoch, 1 + s, passes]).permutation(len(shards))
-            ordered = [shards[i] for i in order]
-            got = 0
-            if len(ordered) >= n:
-                for shard in ordered[cid::n]:
-                    for sample in self._read(shard):
-                        got += 1
-                        yield sample
-            else:
-                counter = {"i": -1}
-
-                def keep(_: int, counter: dict = counter) -> bool:
-                    counter["i"] += 1
-                    return counter["i"] % n == cid
-
-                for shard in ordered:
-                    for sample in self._read(shard, keep):
-                        got += 1
-                        yield sample
-            if got == 0:
-                return  # nothing (readable) for this consumer: leave the mixture
-            passes += 1
-
-    def _mixture_stream(self, cid: int, n: int) -> Iterator[RGBDSample]:
-        rng = np.random.default_rng([self.seed, self.epoch, 2, cid])
-        its = {s: self._source_cycle(s, cid, n) for s in range(len(self.source_shards)) if self.weights[s] > 0}
-        limit = None
-        if self.samples_per_epoch is not None:
-            limit = self.samples_per_epoch // n + (1 if cid < self.samples_per_epoch % n else 0)
-        produced = 0
-        while its and (limit is None or produced < limit):
-            keys = list(its)
-            w = np.array([self.weights[s] for s in keys])
-            s = keys[int(rng.choice(len(keys), p=w / w.sum()))]
-            try:
-                sample = next(its[s])
-            except StopIteration:
-                del its[s]
-                continue
-            produced += 1
-            yield sample
-
-    def _shuffled(self, stream: Iterator[RGBDSample], cid: int) -> Iterator[RGBDSample]:
-        if self.shuffle_buffer <= 1:
-            yield from stream
-            return
-        rng = np.random.default_rng([self.seed, self.epoch, 3, cid])
-        buf: list[RGBDSample] = []
-        for sample in stream:
-            if len(buf) < self.shuffle_buffer:
-                buf.append(sample)
-                continue
-            j = int(rng.integers(len(buf)))
-            buf[j], sample = sample, buf[j]
-            yield sample
-        rng.shuffle(buf)
-        yield from buf
-
-    def __iter__(self) -> Iterator[Any]:
-        cid, n = self._consumers()
-        before = self._local[1] + self._local[2]
-        stream = self._epoch_stream(cid, n) if self.mode == "epoch" else self._mixture_stream(cid, n)
-        for sample in self._shuffled(stream, cid):
-            self._bump(0)
-            yield self.transform(sample) if self.transform is not None else sample
-        skipped = self._local[1] + self._local[2] - before
-        if skipped:
-            warnings.warn(
-                f"ShardDataset skipped {skipped} corrupt sample(s)/shard(s) in this pass (consumer {cid} of {n}); "
-                f"first: {self.corrupt_examples[0] if self.corrupt_examples else '?'}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    def extra(self, k: int, name: str) -> np.ndarray | None:
+        data = self._read(k, [f"{name}.npy"]).get(f"{name}.npy")
+        return None if data is None else decode_npy(data, f"{self.where(k)}.{name}.npy")
 
 
-# ---------------------------------------------------------------------------------------------- collate
-def _get(sample: Any, name: str) -> Any:
-    return sample[name] if isinstance(sample, Mapping) else getattr(sample, name)
+def _index_tar(path: Path) -> tuple[list[tuple[str, dict[str, tuple[int, int]]]], str | None]:
+    """(key, {suffix: (offset, size)}) groups of one tar in stored order, and what is wrong with it (or None).
 
-
-def _intrinsics_of(sample: Any) -> Intrinsics:
-    K = _get(sample, "intrinsics")
-    if isinstance(K, Intrinsics):
-        return K
-    if isinstance(K, Mapping):
-        return Intrinsics.from_dict(K)
-    raise InvalidInputError(f"sample intrinsics must be Intrinsics or a dict, got {type(K).__name__}")
-
-
-def _image_tensor(img: Any) -> torch.Tensor:
-    if isinstance(img, torch.Tensor):
-        t = img
-        if t.ndim == 3 and t.shape[0] != 3 and t.shape[-1] == 3:
-            t = t.permute(2, 0, 1)
-        return t.to(torch.float32) / 255.0 if t.dtype == torch.uint8 else t.to(torch.float32)
-    a = np.asarray(img)
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    if t.ndim == 3 and t.shape[-1] == 3:
-        t = t.permute(2, 0, 1)
-    return t.to(torch.float32) / 255.0 if a.dtype == np.uint8 else t.to(torch.float32)
-
-
-def _plane(x: Any, dtype: torch.dtype) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    if t.ndim == 2:
-        t = t[None]
-    return t.to(dtype)
-
-
-_META_FIELDS = ("dataset", "source_kind", "sensor", "sample_id", "scene_id", "camera_id")
-
-
-def collate_samples(samples: Sequence[Any]) -> dict[str, Any]:
-    """Batch same-sized samples (RGBDSample or dicts with the same fields) into tensors.
-
-    Returns ``image`` float (B,3,H,W) in [0, 1], ``depth`` float (B,1,H,W) metres (0 where invalid),
-    ``valid`` bool (B,1,H,W), ``fx fy cx cy`` float (B,), ``metric_scale_trusted`` bool (B,), ``intrinsics``
-    (list of Intrinsics) and lists for ``dataset source_kind sensor sample_id scene_id camera_id``.
+    Only members whose data lies wholly in the file are kept. After damage the last group is dropped unless it
+    has its ``meta.json`` (always a sample's last member), so a kept group is a complete sample.
     """
-    if not samples:
-        raise InvalidInputError("collate_samples needs at least one sample")
-    images = [_image_tensor(_get(s, "image")) for s in samples]
-    depths = [_plane(_get(s, "depth"), torch.float32) for s in samples]
-    valids = [_plane(_get(s, "valid"), torch.bool) for s in samples]
-    Ks = [_intrinsics_of(s) for s in samples]
-    shapes = {tuple(d.shape[-2:]) for d in depths} | {tuple(i.shape[-2:]) for i in images}
-    if len(shapes) != 1:
-        raise InvalidInputError(f"collate_samples needs samples of one size, got {sorted(shapes)}; resize/crop first")
-    depth = torch.stack(depths)
-    valid = torch.stack(valids)
-    out: dict[str, Any] = {
-        "image": torch.stack(images),
-        "depth": torch.where(valid, depth, torch.zeros((), dtype=depth.dtype)),
-        "valid": valid,
-        "fx": torch.tensor([K.fx for K in Ks], dtype=torch.float32),
-        "fy": torch.tensor([K.fy for K in Ks], dtype=torch.float32),
-        "cx": torch.tensor([K.cx for K in Ks], dtype=torch.float32),
-        "cy": torch.tensor([K.cy for K in Ks], dtype=torch.float32),
-        "intrinsics": Ks,
-    }
-    trusted = []
-    for s in samples:
-        try:
-            trusted.append(bool(_get(s, "metric_scale_trusted")))
-        except (KeyError, AttributeError):
-            trusted.append(True)
-    out["metric_scale_trusted"] = torch.tensor(trusted, dtype=torch.bool)
-    for name in _META_FIELDS:
-        vals = []
-        for s in samples:
-            try:
-                vals.append(_get(s, name))
-            except (KeyError, AttributeError):
-                vals.append("")
-        out[name] = vals
-    return out
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
+    problem = None
+    try:
+        size = path.stat().st_size
+        with tarfile.open(path, "r:") as tar:
+            while (info := tar.next()) is not None:
+                if info.offset_data + info.size > size:
+                    problem = f"tar is cut off inside member {info.name}"
+                    break
+                key, dot, suffix = info.name.rsplit("/", 1)[-1].partition(".")
+                if info.isfile() and dot:
+                    groups.setdefault(key, {})[suffix] = (info.offset_data, info.size)
+            end = tar.offset
+        if problem is None:
+            with open(path, "rb") as f:  # tarfile stops quietly at a cut header or garbage: what follows must be zeros
+                f.seek(end)
+                tail = f.read()
+            if len(tail) < 1024 or tail.count(0) != len(tail):
+                problem = f"tar is truncated or damaged at byte {end} (no end-of-archive marker there)"
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        problem = f"tar is unreadable ({exc})"
+    items = list(groups.items())
+    if problem is not None and items and "meta.json" not in items[-1][1]:
+        items.pop()
+    return items, problem

@@ -496,19 +496,19 @@ class Quickstart:
             ids.append(s.sample_id)
             rows.append({
                 "source": s.meta.get("source", s.sensor), "sensor": s.sensor, "source_kind": s.source_kind,
-                "trusted": bool(s.metric_scale_trusted), "valid_fraction": float(s.valid.mean()),
+                "metric_scale_trusted": bool(s.metric_scale_trusted), "valid_fraction": float(s.valid.mean()),
                 "median_depth": float(np.median(s.depth[s.valid])) if s.valid.any() else None,
             })  # fmt: skip
         folder.write_index(self.corpus, ids)
         by_source: dict[str, dict[str, Any]] = {}
         for r in rows:
             d = by_source.setdefault(r["source"], {"sensor": r["sensor"], "source_kind": r["source_kind"],
-                                                   "trusted": r["trusted"], "count": 0, "valid": []})  # fmt: skip
+                                                   "metric_scale_trusted": r["metric_scale_trusted"], "count": 0, "valid": []})  # fmt: skip
             d["count"] += 1
             d["valid"].append(r["valid_fraction"])
         for d in by_source.values():
             d["mean_valid_fraction"] = float(np.mean(d.pop("valid")))
-        trusted = [r["median_depth"] for r in rows if r["trusted"] and r["median_depth"] is not None]
+        trusted = [r["median_depth"] for r in rows if r["metric_scale_trusted"] and r["median_depth"] is not None]
         return {
             "num_samples": len(ids),
             "size": list(o.render_size),
@@ -645,7 +645,7 @@ class Quickstart:
     def _pseudo_stats(self) -> dict[str, Any]:
         """Agreement of the pseudo-labels with the corpus GT (AbsRel on trusted GT) and their coverage."""
         from metricanything.data.folder import FolderDataset
-        from metricanything.train.data import ShardIndex
+        from metricanything.data.shards import ShardIndex
 
         index = ShardIndex(self.pseudo)
         gt = FolderDataset(self.corpus)
@@ -1043,7 +1043,7 @@ def figure_pseudo(q: Quickstart, n: int = 4) -> Path | None:
     import matplotlib.pyplot as plt
 
     from metricanything.data.folder import FolderDataset
-    from metricanything.train.data import ShardIndex
+    from metricanything.data.shards import ShardIndex
 
     if not (q.pseudo / "manifest.json").is_file():
         return None
@@ -1245,7 +1245,7 @@ def write_report(q: Quickstart) -> Path:
     # 1. corpus
     ri = q.records["render"].info
     if ri:
-        rows = [[src, d["sensor"], d["source_kind"], _fmt(d["trusted"]), str(d["count"]),
+        rows = [[src, d["sensor"], d["source_kind"], _fmt(d["metric_scale_trusted"]), str(d["count"]),
                  f"{100 * d['mean_valid_fraction']:.1f}%"] for src, d in ri["by_source"].items()]  # fmt: skip
         parts.append("<h2>1. Heterogeneous corpus</h2>")
         parts.append(f"<p>{ri['num_samples']} samples at {ri['size'][0]}×{ri['size'][1]} from the embedded ray-caster "

@@ -53,26 +53,35 @@ def yaml_load(text: str) -> Any:
 # ---------------------------------------------------------------------------------------------- schema
 @dataclass
 class SourceConfig:
-    """One training data source.
+    """One training data source (read by :func:`metricanything.data.sources.build_source`).
 
     * ``kind: render``: the embedded renderer (``data.mixture.render_mixed_sample``) on the fly; sample k of
       this source is rendered from seed ``seed + k`` (``num_samples`` > 0 makes it a finite set that
       repeats, 0 = every sample new). ``sources`` optionally restricts the simulated source kinds,
       ``fov_deg: [lo, hi]`` the cameras' horizontal FoV (default 25-100 deg; e.g. [55, 65] for one camera rig).
     * ``kind: folder``: a folder dataset at ``path``; ``kind: shards``: shards (a folder of ``*.tar`` or a
-      glob) at ``path``.
-    ``weight`` is the relative probability of drawing from this source.
+      glob) at ``path``; ``kind: loader``: the native dataset at ``path`` read by loader ``name`` (e.g.
+      ``kitti``; ``split`` and loader ``options`` as in ``data.loaders.load_dataset``).
+    ``weight`` is the relative probability of drawing from this source. ``metric_scale_trusted`` overrides the
+    samples' own flag (null = keep it; false for SfM/MVS data with an unknown scale). A file sample that fails
+    to decode is skipped, counted and replaced; more than ``max_bad_fraction`` of the draws bad (checked after
+    ``min_draws`` draws) stops the run.
     """
 
-    kind: Literal["render", "folder", "shards"] = "render"
+    kind: Literal["render", "folder", "shards", "loader"] = "render"
     path: str | None = None
+    name: str | None = None  # loader only: a name of data.loaders.LOADERS
+    split: str | None = None  # loader only
+    options: dict[str, Any] = field(default_factory=dict)  # loader only: extra keyword options
     weight: float = 1.0
     num_samples: int = 0
     seed: int = 0
     render_size: list[int] | None = None
     sources: list[str] | None = None
     fov_deg: list[float] | None = None  # render only: horizontal FoV range [lo, hi] (default 25-100 deg)
-    trusted: bool = True
+    metric_scale_trusted: bool | None = None
+    max_bad_fraction: float = 0.05
+    min_draws: int = 100
 
 
 @dataclass
@@ -204,6 +213,9 @@ class TrainConfig:
         for src in self.data.sources + self.data.val_sources:
             checks.append((src.weight >= 0, "data.sources[*].weight must be >= 0"))
             checks.append((src.kind == "render" or bool(src.path), f"a {src.kind!r} source needs a path"))
+            checks.append((src.kind != "loader" or bool(src.name), "a 'loader' source needs a name (e.g. kitti)"))
+            checks.append((0.0 <= src.max_bad_fraction <= 1.0, "data.sources[*].max_bad_fraction must be in [0, 1]"))
+            checks.append((src.min_draws >= 1, "data.sources[*].min_draws must be >= 1"))
         checks.append((sum(s.weight for s in self.data.sources) > 0, "data.sources weights sum to 0"))
         for ok, msg in checks:
             if not ok:

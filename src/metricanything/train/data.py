@@ -1,27 +1,28 @@
-"""Training data: sources (embedded renderer, folders, shards) -> index-addressed, deterministic samples.
+"""How training reads data: the loader that asks for items by step, the accounting of skipped (bad) samples,
+and what training does to a sample before it becomes an item (network input normalisation, the square
+training view with intrinsics following every resize/crop/flip, label outliers, oracle scale alignment).
 
-The loop asks for items by global index (see :mod:`metricanything.train.loop`). :class:`Mixture` maps an
-index to (source, item) with a generator seeded by (seed, index): the source is drawn with probability
-proportional to its weight; finite sources (folders, shards, ``render`` with ``num_samples`` > 0) are
-sampled uniformly *with replacement*; an infinite ``render`` source renders seed ``source.seed + index``
-(never the same scene twice). Everything downstream (label corruption, prompt preparation, crop, flip) draws
-from generators seeded by (seed, index) too, so an item never depends on what was drawn before it.
+Sources, their index-addressed mixture and the item/batch layout live in :mod:`metricanything.data.sources`
+and :mod:`metricanything.data.batch`. Every random choice here takes a generator seeded by (seed, index)
+(:func:`metricanything.data.sources.item_rng`), so an item never depends on what was drawn before it.
 """
 
 from __future__ import annotations
 
 import math
-import tarfile
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from metricanything.data.sample import RGBDSample
-from metricanything.errors import DatasetError, InvalidInputError
-from metricanything.train.config import SourceConfig
+from metricanything.data.sources import DataFaults
+
+if TYPE_CHECKING:
+    from metricanything.train.config import TrainConfig
+    from metricanything.train.loop import Dist, Logger, Task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,181 +35,64 @@ def imagenet_normalise(image: torch.Tensor) -> torch.Tensor:
     return (image - mean) / std
 
 
-def item_rng(seed: int, index: int, stream: int) -> np.random.Generator:
-    """The generator of one purpose (``stream``) for item ``index`` of a run seeded with ``seed``."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), int(stream)])
+# ---------------------------------------------------------------------------------------------- loader
+class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of global item indices for this rank, from ``start_step`` to ``total_steps`` (the data position;
+    see :mod:`metricanything.train.loop`)."""
 
+    def __init__(self, start_step: int, total_steps: int, grad_accum: int, world_size: int, rank: int, batch: int):
+        self.start, self.total = start_step, total_steps
+        self.accum, self.world, self.rank, self.batch = grad_accum, world_size, rank, batch
 
-# ---------------------------------------------------------------------------------------------- sources
-class Source(Protocol):
-    name: str
-
-    @property
-    def length(self) -> int | None: ...
-
-    def get(self, k: int) -> RGBDSample: ...
-
-
-class RenderSource:
-    """The embedded renderer: item k is ``render_mixed_sample(seed + k, size, sources)`` (exact depth through
-    the simulated sensors of the mixture), or ``render_sample`` when the mixture module is unavailable."""
-
-    def __init__(self, cfg: SourceConfig) -> None:
-        self.cfg = cfg
-        self.name = "render" + (f"[{','.join(cfg.sources)}]" if cfg.sources else "")
-        self.size = tuple(cfg.render_size) if cfg.render_size else None
-        if self.size is not None and len(self.size) != 2:
-            raise InvalidInputError(f"render_size must be [W, H], got {cfg.render_size}")
-        if cfg.fov_deg is not None:
-            from metricanything.data.render import check_fov_range
-
-            check_fov_range(cfg.fov_deg)
-
-    @property
-    def length(self) -> int | None:
-        return self.cfg.num_samples or None
-
-    def get(self, k: int) -> RGBDSample:
-        seed = self.cfg.seed + int(k)
-        try:
-            from metricanything.data.mixture import render_mixed_sample
-        except ImportError:  # pragma: no cover - the mixture module ships with the package
-            render_mixed_sample = None
-        if render_mixed_sample is not None:
-            return render_mixed_sample(seed, size=self.size, sources=self.cfg.sources, fov_deg=self.cfg.fov_deg)
-        from metricanything.data.render import render_sample
-
-        return render_sample(seed, size=self.size, fov_deg=self.cfg.fov_deg)
-
-
-class FolderSource:
-    def __init__(self, cfg: SourceConfig) -> None:
-        from metricanything.data.folder import FolderDataset
-
-        self.ds = FolderDataset(cfg.path)
-        self.name = f"folder:{cfg.path}"
-        if len(self.ds) == 0:
-            raise DatasetError(f"{cfg.path}: folder dataset has no samples")
-
-    @property
-    def length(self) -> int:
-        return len(self.ds)
-
-    def get(self, k: int) -> RGBDSample:
-        return self.ds[int(k)]
-
-
-class ShardIndex:
-    """Random access into tar shards: member offsets are read once from the tar headers.
-
-    ``get(k)`` decodes sample k (shards in sorted order, samples in stored order) with the shard module's
-    decoder; ``extra(k, name)`` reads an optional ``<key>.<name>.npy`` member (None if absent).
-    """
-
-    def __init__(self, spec: str | Path | Sequence[str | Path]) -> None:
-        from metricanything.data.shards import resolve_shards
-
-        self.shards = resolve_shards(spec)
-        self.entries: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
-        for si, path in enumerate(self.shards):
-            try:
-                with tarfile.open(path, "r:") as tar:
-                    groups: dict[str, dict[str, tuple[int, int]]] = {}
-                    order: list[str] = []
-                    for info in tar.getmembers():
-                        if not info.isfile():
-                            continue
-                        base = info.name.rsplit("/", 1)[-1]
-                        key, dot, suffix = base.partition(".")
-                        if not dot:
-                            continue
-                        if key not in groups:
-                            groups[key] = {}
-                            order.append(key)
-                        groups[key][suffix] = (info.offset_data, info.size)
-            except (tarfile.TarError, OSError) as exc:
-                raise DatasetError(f"{path}: unreadable tar shard ({exc})") from exc
-            self.entries.extend((si, key, groups[key]) for key in order)
-        if not self.entries:
-            raise DatasetError(f"{spec}: shards hold no samples")
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in range(self.start, self.total):
+            for m in range(self.accum):
+                base = ((s * self.accum + m) * self.world + self.rank) * self.batch
+                yield list(range(base, base + self.batch))
 
     def __len__(self) -> int:
-        return len(self.entries)
-
-    def _read(self, k: int, suffixes: Sequence[str] | None = None) -> tuple[str, dict[str, bytes]]:
-        si, key, members = self.entries[int(k)]
-        path = self.shards[si]
-        out: dict[str, bytes] = {}
-        with open(path, "rb") as f:
-            for suffix, (offset, size) in members.items():
-                if suffixes is not None and suffix not in suffixes:
-                    continue
-                f.seek(offset)
-                out[suffix] = f.read(size)
-        return f"{path}:{key}", out
-
-    def get(self, k: int) -> RGBDSample:
-        from metricanything.data.shards import decode_sample
-
-        where, members = self._read(k)
-        return decode_sample(members, where)
-
-    def extra(self, k: int, name: str) -> np.ndarray | None:
-        from metricanything.data.folder import decode_npy
-
-        where, members = self._read(k, [f"{name}.npy"])
-        data = members.get(f"{name}.npy")
-        return None if data is None else decode_npy(data, f"{where}.{name}.npy")
+        return max(0, self.total - self.start) * self.accum
 
 
-class ShardSource:
-    def __init__(self, cfg: SourceConfig) -> None:
-        self.index = ShardIndex(cfg.path)
-        self.name = f"shards:{cfg.path}"
-
-    @property
-    def length(self) -> int:
-        return len(self.index)
-
-    def get(self, k: int) -> RGBDSample:
-        return self.index.get(k)
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
 
 
-def build_source(cfg: SourceConfig) -> Source:
-    if cfg.kind == "render":
-        return RenderSource(cfg)
-    if cfg.kind == "folder":
-        return FolderSource(cfg)
-    if cfg.kind == "shards":
-        return ShardSource(cfg)
-    raise InvalidInputError(f"unknown source kind {cfg.kind!r}")
+def make_loader(
+    dataset: torch.utils.data.Dataset, task: Task, cfg: TrainConfig, d: Dist, start_step: int
+) -> torch.utils.data.DataLoader:
+    sampler = StepBatchSampler(start_step, cfg.train.steps, cfg.train.grad_accum, d.world_size, d.rank, cfg.train.batch_size)
+    nw = cfg.data.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=nw,
+        collate_fn=task.collate,
+        worker_init_fn=_worker_init if nw else None,
+        prefetch_factor=2 if nw else None,
+        pin_memory=d.device.type == "cuda",
+        # its own generator: creating the iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
-class Mixture:
-    """Index -> sample over weighted sources (see the module docstring)."""
-
-    def __init__(self, cfgs: Sequence[SourceConfig], seed: int) -> None:
-        self.cfgs = list(cfgs)
-        self.sources = [build_source(c) for c in self.cfgs]
-        w = np.array([c.weight for c in self.cfgs], dtype=np.float64)
-        if not (w >= 0).all() or w.sum() <= 0:
-            raise InvalidInputError(f"source weights must be >= 0 and not all 0, got {w.tolist()}")
-        self.p = w / w.sum()
-        self.seed = seed
-
-    def locate(self, index: int) -> tuple[int, int]:
-        rng = item_rng(self.seed, index, 0)
-        s = int(rng.choice(len(self.sources), p=self.p)) if len(self.sources) > 1 else 0
-        length = self.sources[s].length
-        k = int(index) if length is None else int(rng.integers(length))
-        return s, k
-
-    def get(self, index: int) -> tuple[RGBDSample, int]:
-        s, k = self.locate(index)
-        sample = self.sources[s].get(k)
-        if not self.cfgs[s].trusted and sample.metric_scale_trusted:
-            sample = sample.replace(metric_scale_trusted=False)
-        return sample, s
+def account_data_faults(faults: DataFaults, counts: np.ndarray, skipped: list, d: Dist, log: Logger, step: int) -> None:
+    """Sum one step's draw/bad counts over ranks, log every skipped sample, then stop if a source is too bad."""
+    total = torch.from_numpy(counts).to(d.device)
+    if d.enabled:
+        dist.all_reduce(total)
+    total_np = total.cpu().numpy()
+    if total_np[len(faults.names):].any():
+        gathered = [skipped]
+        if d.enabled:
+            gathered = [None] * d.world_size
+            dist.all_gather_object(gathered, skipped)
+        for f in (f for part in gathered for f in part):
+            log.record(step, "data_fault", {"source": f.source, "name": faults.names[f.source], "where": f.where, "error": f.error})
+            log.fault_message(f"[data] step {step}: skipped a sample that failed to decode, replaced by another draw: {f.error}"
+                              + ("" if f.where in f.error else f" ({f.where})"))
+    faults.add(total_np)
+    faults.check()
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -254,18 +138,13 @@ def square_crop(sample: RGBDSample, size: int, rng: np.random.Generator | None =
 
 def training_view(sample: RGBDSample, size: int, rng: np.random.Generator | None) -> RGBDSample:
     """A ``size`` x ``size`` training view: the data module's ``random_augment`` (photometric + geometric) when
-    augmenting and available, else :func:`square_crop`. ``rng=None`` gives the deterministic centred view."""
-    if rng is not None:
-        try:
-            from metricanything.data.augment import random_augment
-        except ImportError:  # pragma: no cover
-            random_augment = None
-        if random_augment is not None:
-            out = random_augment(sample, rng, (size, size))
-            if out.depth.shape == (size, size):
-                return out
-            return square_crop(out, size, None)
-    return square_crop(sample, size, rng)
+    augmenting, else :func:`square_crop`. ``rng=None`` gives the deterministic centred view."""
+    if rng is None:
+        return square_crop(sample, size, None)
+    from metricanything.data.augment import random_augment
+
+    out = random_augment(sample, rng, (size, size))
+    return out if out.depth.shape == (size, size) else square_crop(out, size, None)
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -298,27 +177,3 @@ def oracle_align(sample: RGBDSample, noise: float, rng: np.random.Generator) -> 
     depth = np.where(sample.valid, sample.depth * np.float32(s), np.float32(0)).astype(np.float32)
     meta = dict(sample.meta, pdsa_scale=s, pdsa_applied=True, pdsa_prior="oracle")
     return sample.replace(depth=depth, meta=meta, metric_scale_trusted=True)
-
-
-def to_item(sample: RGBDSample, index: int, source: int) -> dict[str, Any]:
-    """Tensors of one training view (image float [0, 1], depth 0 where invalid) plus bookkeeping."""
-    valid = sample.valid
-    return {
-        "image": torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1))).float() / 255.0,
-        "depth": torch.from_numpy(np.where(valid, sample.depth, np.float32(0)).astype(np.float32))[None],
-        "valid": torch.from_numpy(valid.copy())[None],
-        "fx": torch.tensor(sample.intrinsics.fx, dtype=torch.float32),
-        "trusted": torch.tensor(bool(sample.metric_scale_trusted)),
-        "index": torch.tensor(int(index), dtype=torch.int64),
-        "source": torch.tensor(int(source), dtype=torch.int64),
-        "fov_known": torch.tensor(bool(sample.meta.get("intrinsics_known", True))),
-        "sensor": sample.sensor,
-    }
-
-
-def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    return out

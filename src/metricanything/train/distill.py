@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metricanything.data.batch import collate_items
 from metricanything.errors import CheckpointError, ConfigError
 from metricanything.losses import distance_balanced_inverse_depth_loss
 from metricanything.train.config import TrainConfig
-from metricanything.train.data import collate_items, imagenet_normalise
+from metricanything.train.data import imagenet_normalise
 from metricanything.train.loop import StepContext, TrainResult, train
 from metricanything.train.panels import make_panel
 from metricanything.train.pretrain import PretrainDataset
@@ -161,7 +162,7 @@ class DistillTask:
         values = []
         for i in range(n):
             it = ds[i]
-            if not bool(it["trusted"]):
+            if not bool(it["metric_scale_trusted"]):
                 continue
             d = it["depth"][it["valid"]]
             if d.numel():
@@ -179,7 +180,7 @@ class DistillTask:
         c, fov = predict_canonical(ctx.model, batch["image"], s)
         w = float(batch["image"].shape[-1])
         f = batch["fx"].view(-1, 1, 1, 1)
-        valid = batch["valid"] & batch["trusted"].view(-1, 1, 1, 1)
+        valid = batch["valid"] & batch["metric_scale_trusted"].view(-1, 1, 1, 1)
         depth = torch.where(valid, batch["depth"], torch.ones_like(batch["depth"]))
         target = f / (w * depth)
         loss = distance_balanced_inverse_depth_loss(

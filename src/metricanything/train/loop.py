@@ -15,6 +15,12 @@ backward, optional unscale (fp16), gradient clipping, AdamW step, LR scheduler s
 cosine to ``min_lr_ratio``), optional EMA update. The mean loss over micro-batches and ranks is
 all-reduced every step (one scalar); a non-finite value skips the update on every rank and ten in a row
 abort the run.
+
+Data faults. A dataset with ``fault_counter()`` (see :class:`metricanything.data.sources.DataFaults`) reports,
+per item, the samples it skipped because they failed to decode (replaced deterministically, so the data
+position is still the step). The loop sums the counts over ranks every step, logs each skipped sample (file
+and key) and the per-source counts to ``log.jsonl``, keeps them in checkpoints and ``summary.json``, and
+stops the run when a source's failure rate passes its ``max_bad_fraction``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +42,8 @@ import torch.distributed as dist
 from torch import nn
 
 from metricanything.atomic import write_text_atomic
+from metricanything.data.batch import FAULTS_KEY
+from metricanything.data.sources import DataFaults
 from metricanything.errors import CheckpointError, ConfigError, MetricAnythingError
 from metricanything.train.checkpointing import (
     capture_rng_state,
@@ -47,8 +54,11 @@ from metricanything.train.checkpointing import (
     save_checkpoint,
 )
 from metricanything.train.config import TrainConfig, dump_config
+from metricanything.train.data import account_data_faults, make_loader
 
 MAX_BAD_STEPS = 10
+#: skipped samples printed per process (all of them are in log.jsonl)
+MAX_FAULT_MESSAGES = 20
 
 
 class TrainingError(MetricAnythingError):
@@ -102,6 +112,7 @@ class TrainResult:
     resumed_from: int | None = None
     seconds: float = 0.0
     samples_per_s: float = 0.0
+    data: dict[str, Any] | None = None  # data fault counts (DataFaults.record() + notes)
 
 
 # ---------------------------------------------------------------------------------------------- distributed
@@ -163,43 +174,6 @@ def seed_everything(seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- data
-class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of global item indices for this rank, from ``start_step`` to ``total_steps`` (see module doc)."""
-
-    def __init__(self, start_step: int, total_steps: int, grad_accum: int, world_size: int, rank: int, batch: int):
-        self.start, self.total = start_step, total_steps
-        self.accum, self.world, self.rank, self.batch = grad_accum, world_size, rank, batch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for s in range(self.start, self.total):
-            for m in range(self.accum):
-                base = ((s * self.accum + m) * self.world + self.rank) * self.batch
-                yield list(range(base, base + self.batch))
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start) * self.accum
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
-def make_loader(task: Task, cfg: TrainConfig, d: Dist, start_step: int) -> torch.utils.data.DataLoader:
-    sampler = StepBatchSampler(start_step, cfg.train.steps, cfg.train.grad_accum, d.world_size, d.rank, cfg.train.batch_size)
-    nw = cfg.data.num_workers
-    return torch.utils.data.DataLoader(
-        task.dataset(),
-        batch_sampler=sampler,
-        num_workers=nw,
-        collate_fn=task.collate,
-        worker_init_fn=_worker_init if nw else None,
-        prefetch_factor=2 if nw else None,
-        pin_memory=d.device.type == "cuda",
-        # its own generator: creating the iterator must not consume the global RNG (exact resume)
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-
-
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -348,6 +322,7 @@ class Logger:
     def __init__(self, cfg: TrainConfig, d: Dist, out: Path, start_step: int) -> None:
         self.enabled = d.main
         self.tb = None
+        self.faults_printed = 0
         self.bar = None
         self.jsonl = out / "log.jsonl"
         if not self.enabled:
@@ -378,15 +353,29 @@ class Logger:
                     continue
         write_text_atomic(self.jsonl, "".join(f"{line}\n" for line in kept))
 
-    def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
+    def scalars(self, step: int, values: dict[str, Any], prefix: str) -> None:
+        """TensorBoard ``prefix/<key>`` for the numbers among ``values``; all of them to ``log.jsonl``."""
         if not self.enabled:
             return
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{prefix}/{k}", v, step)
-        with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "kind": prefix, **values}, sort_keys=True) + "\n")
+        self.record(step, prefix, values)
+
+    def record(self, step: int, kind: str, values: dict[str, Any]) -> None:
+        """One ``log.jsonl`` line ``{"step", "kind", **values}``."""
+        if self.enabled:
+            with open(self.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, "kind": kind, **values}, sort_keys=True) + "\n")
+
+    def fault_message(self, text: str) -> None:
+        """A data-fault message; after :data:`MAX_FAULT_MESSAGES` they are only counted and logged."""
+        self.faults_printed += 1
+        if self.faults_printed <= MAX_FAULT_MESSAGES:
+            self.message(text)
+        if self.faults_printed == MAX_FAULT_MESSAGES:
+            self.message("[data] further skipped samples are not printed (all are in log.jsonl)")
 
     def image(self, step: int, name: str, img: np.ndarray | None, out: Path) -> None:
         if not self.enabled or img is None:
@@ -455,7 +444,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         ema = EMA(raw, cfg.train.ema_decay)
 
     # ---- resume
-    start_step, resumed_from = 0, None
+    start_step, resumed_from, data_state = 0, None, None
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt)
@@ -475,6 +464,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                 raise CheckpointError(f"{ckpt}: has no EMA state but train.ema_decay > 0")
             ema.load_state_dict(state["ema"])
         start_step = resumed_from = int(state["step"])
+        data_state = state.get("data_faults")
         rng = state.get("rng") or []
         if state.get("world_size") == d.world_size and len(rng) == d.world_size:
             restore_rng_state(rng[d.rank])
@@ -490,7 +480,16 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
     elif ckpt is not None:
         log.message(f"[train] resumed from {ckpt} (step {start_step})")
 
-    loader = make_loader(task, cfg, d, start_step)
+    dataset = task.dataset()
+    faults: DataFaults | None = dataset.fault_counter() if hasattr(dataset, "fault_counter") else None
+    if faults is not None:
+        if data_state:
+            faults.load_state_dict(data_state)
+        for note in faults.notes:  # e.g. a truncated shard: said once per run (and once in log.jsonl)
+            log.message(f"[data] {note}")
+            if start_step == 0:
+                log.record(0, "data_note", {"note": note})
+    loader = make_loader(dataset, task, cfg, d, start_step)
     batches = iter(loader)
     accum = cfg.train.grad_accum
     samples_per_step = cfg.train.batch_size * accum * d.world_size
@@ -521,6 +520,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                     "ema": ema.state_dict() if ema is not None else None,
                     "rng": rng_states,
                     "world_size": d.world_size,
+                    "data_faults": faults.state_dict() if faults is not None else None,
                     "config_json": json.dumps(cfg.to_dict(), sort_keys=True, default=str),
                 },
                 keep_last=cfg.train.keep_last,
@@ -557,8 +557,14 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=d.device)
         logs_sum: dict[str, float] = {}
+        counts, skipped = (np.zeros(2 * len(faults.names), dtype=np.int64), []) if faults is not None else (None, [])
         for m in range(accum):
-            batch = to_device(next(batches), d.device)
+            batch = next(batches)
+            item_faults = batch.pop(FAULTS_KEY, [])
+            if faults is not None:
+                counts += faults.tally(batch["source"].tolist(), item_faults)
+                skipped.extend(f for fs in item_faults for f in fs)
+            batch = to_device(batch, d.device)
             sync = m == accum - 1 or not d.enabled or cfg.train.fsdp
             ctx = StepContext(model, raw, d.device, step, d.rank, d.world_size, autocast)
             with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
@@ -595,6 +601,8 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                 ema.update(raw)
         sched.step()
         step += 1
+        if faults is not None:
+            account_data_faults(faults, counts, skipped, d, log, step)
 
         now = time.perf_counter()
         inst = samples_per_step / max(now - t_last, 1e-9)
@@ -605,6 +613,8 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
             scalars = {"loss": last_loss, "grad_norm": grad_norm, "samples_per_s": sps, **logs_sum}
             scalars.update({f"lr_{k}": v for k, v in lrs.items()})
             log.scalars(step, scalars, "train")
+            if faults is not None:
+                log.scalars(step, faults.record(), "data")
         if cfg.train.image_every and step % cfg.train.image_every == 0 and step != cfg.train.steps:
             panel(step)
         if cfg.train.val_every and step % cfg.train.val_every == 0 and step != cfg.train.steps:
@@ -624,6 +634,11 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         with atomic_path(out / f"rank{d.rank}_weights.pt") as tmp:
             torch.save(final_state, tmp)
     seconds = time.perf_counter() - t_start
+    data = {**faults.record(), "notes": faults.notes} if faults is not None else None
+    if data and (data["bad"] or data["notes"]):
+        log.message(f"[train] data: {data['bad']} of {data['draws']} drawn samples failed to decode and were replaced ("
+                    + ", ".join(f"{s['name']}: {s['bad']}/{s['draws']}" for s in data["sources"])
+                    + f"); {len(data['notes'])} damaged shard(s)")
     if d.main:
         export_model = ema.model if ema is not None else raw
         if d.enabled and cfg.train.fsdp:
@@ -638,9 +653,10 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
             "seconds_this_run": seconds,
             "world_size": d.world_size,
             "samples_per_step": samples_per_step,
+            "data": data,
         }
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
     log.close()
     del batches, loader
     teardown_distributed(d)
-    return TrainResult(out, step, last_loss, val, resumed_from, seconds, sps)
+    return TrainResult(out, step, last_loss, val, resumed_from, seconds, sps, data)

@@ -22,19 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from metricanything.data.batch import collate_items, to_item
+from metricanything.data.sources import DataFaults, SourceMixture, item_rng
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.losses import gradient_matching_loss, robust_mae
 from metricanything.train.config import TrainConfig, config_from_mapping
-from metricanything.train.data import (
-    Mixture,
-    collate_items,
-    corrupt_labels,
-    imagenet_normalise,
-    item_rng,
-    oracle_align,
-    to_item,
-    training_view,
-)
+from metricanything.train.data import corrupt_labels, imagenet_normalise, oracle_align, training_view
 from metricanything.train.loop import StepContext, TrainResult, train
 from metricanything.train.panels import make_panel
 
@@ -47,19 +40,23 @@ def _sensor_selected(sensor: str, selected: list[str]) -> bool:
 
 
 class PretrainDataset(torch.utils.data.Dataset):
-    """Item ``index`` -> training view dict (see :func:`metricanything.train.data.to_item`)."""
+    """Item ``index`` -> training view dict (the layout of :func:`metricanything.data.batch.to_item`)."""
 
     def __init__(self, cfg: TrainConfig, sources=None, seed: int | None = None, augment: bool | None = None) -> None:
         self.cfg = cfg
         self.seed = cfg.seed if seed is None else seed
-        self.mixture = Mixture(cfg.data.sources if sources is None else sources, self.seed)
+        self.mixture = SourceMixture(cfg.data.sources if sources is None else sources, self.seed)
         self.augment = cfg.data.augment if augment is None else augment
         # label corruption is a property of the training labels only; held-out data stays clean
         self.corrupt = sources is None
 
+    def fault_counter(self) -> DataFaults:
+        """Counts of bad samples per source, for the training loop (see :class:`DataFaults`)."""
+        return self.mixture.fault_counter("data.sources" if self.corrupt else "data.val_sources")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         cfg = self.cfg
-        sample, s = self.mixture.get(index)
+        sample, s, faults = self.mixture.get(index)
         outliers = None
         if (self.corrupt and cfg.data.label_outlier_fraction > 0
                 and _sensor_selected(sample.sensor, cfg.data.label_outlier_sources)):
@@ -70,7 +67,7 @@ class PretrainDataset(torch.utils.data.Dataset):
                 sample = aligned
         rng = item_rng(self.seed, index, _STREAM_VIEW) if self.augment else None
         view = training_view(sample, cfg.data.size, rng)
-        item = to_item(view, index, s)
+        item = to_item(view, index, s, faults)
         if cfg.prompts.pattern:
             from metricanything.prompts.patterns import make_prompt
 
@@ -143,7 +140,7 @@ class PretrainTask:
         """PDSA + GMDR of untrusted samples against the teacher's own prompt-free prediction (in place)."""
         from metricanything.prompts.prep import prepare_arrays
 
-        need = (~batch["trusted"]).nonzero().flatten().tolist()
+        need = (~batch["metric_scale_trusted"]).nonzero().flatten().tolist()
         if not need:
             return
         idx = torch.tensor(need, device=ctx.device)
@@ -158,7 +155,7 @@ class PretrainTask:
                 continue  # too few points: stays untrusted (prompt-only)
             batch["depth"][i, 0] = torch.from_numpy(res.depth).to(ctx.device)
             batch["valid"][i, 0] = torch.from_numpy(res.valid).to(ctx.device)
-            batch["trusted"][i] = True
+            batch["metric_scale_trusted"][i] = True
 
     def sample_prompts(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt depth, prompt mask) for a batch; also stored in ``batch`` for panels."""
@@ -171,7 +168,7 @@ class PretrainTask:
         else:
             mask = sample_prompt_masks(batch["valid"], self.sampler_cfg, g)
             pdepth = torch.where(mask, batch["depth"], torch.zeros_like(batch["depth"]))
-        drop = (torch.rand(mask.shape[0], generator=g, device=device) < self.cfg.prompts.p_no_prompt) & batch["trusted"]
+        drop = (torch.rand(mask.shape[0], generator=g, device=device) < self.cfg.prompts.p_no_prompt) & batch["metric_scale_trusted"]
         mask = mask & ~drop.view(-1, 1, 1, 1)
         pdepth = torch.where(mask, pdepth, torch.zeros_like(pdepth))
         batch["prompt_mask"], batch["prompt_depth"] = mask, pdepth

@@ -1,8 +1,8 @@
 """Pseudo-labelling: run a pretrained teacher over a dataset and write shards of pseudo-depth + confidence.
 
-Data: any list of folder datasets, shard sets, or the embedded renderer (``render:N[:SEED[:WxH[:KINDS[:FOVLO-FOVHI]]]]``), read in a
-fixed order (sample i of the concatenation). The samples are cut into consecutive blocks of ``shard_size``;
-block j is written by rank ``j mod world_size`` as ``<out>/pl<j:06d>-000000.tar`` plus its
+Data: any list of folder datasets, shard sets, native datasets (``LOADER[@SPLIT]:ROOT``) or the embedded
+renderer (``render:N[:SEED[:WxH[:KINDS[:FOVLO-FOVHI]]]]``), read in a fixed order (sample i of the
+concatenation). The samples are cut into consecutive blocks of ``shard_size``; block j is written by rank ``j mod world_size`` as ``<out>/pl<j:06d>-000000.tar`` plus its
 ``pl<j:06d>-index.json``. The index file is written last (atomically), so it marks a complete block: a
 re-run (after a crash, or with more ranks) skips every block that has it. ``manifest.json`` (rank 0, at the
 end) records the teacher, the options and the totals. ``job.json`` (rank 0, at the start) records what the
@@ -38,9 +38,10 @@ import torch
 
 from metricanything.atomic import write_text_atomic
 from metricanything.data.sample import RGBDSample
+from metricanything.data.sources import build_source, parse_loader_spec
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.train.config import SourceConfig, build_config
-from metricanything.train.data import build_source, imagenet_normalise
+from metricanything.train.data import imagenet_normalise
 
 
 @dataclass
@@ -83,7 +84,8 @@ RENDER_SPEC = "render:N[:SEED[:WxH[:KIND,...[:FOVLO-FOVHI]]]]"
 def parse_data_spec(spec: str) -> SourceConfig:
     """``render:N[:SEED[:WxH[:KIND,KIND...[:FOVLO-FOVHI]]]]`` (the embedded mixture, optionally restricted to
     some source kinds and to a horizontal FoV range in degrees, e.g. ``render:384:0:160x120:rendered:55-65``), a
-    shard set (directory of ``.tar``, a ``.tar`` or a glob) or a folder dataset."""
+    shard set (directory of ``.tar``, a ``.tar`` or a glob), a folder dataset or a native dataset
+    ``LOADER[@SPLIT]:ROOT`` (e.g. ``kitti@val:/data/kitti``)."""
     if spec.startswith("render:"):
         parts = spec.split(":")[1:]
         try:
@@ -111,7 +113,10 @@ def parse_data_spec(spec: str) -> SourceConfig:
         return SourceConfig(kind="folder", path=spec)
     if (p.is_dir() and any(p.glob("*.tar"))) or p.suffix == ".tar" or any(c in spec for c in "*?["):
         return SourceConfig(kind="shards", path=spec)
-    raise ConfigError(f"--data {spec!r}: not a folder dataset, a shard set or render:N")
+    loader = parse_loader_spec(spec)
+    if loader is not None:
+        return SourceConfig(kind="loader", name=loader[0], split=loader[1], path=loader[2])
+    raise ConfigError(f"--data {spec!r}: not a folder dataset, a shard set, LOADER[@SPLIT]:ROOT or render:N")
 
 
 class _Concat:

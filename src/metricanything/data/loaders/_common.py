@@ -30,15 +30,44 @@ def no_samples(root: Path, dataset: str, expected: str) -> DatasetError:
     return DatasetError(f"{root}: no {dataset} samples found (expected {expected})")
 
 
-def lazy(items: Sequence[T], load: Callable[[T], RGBDSample]) -> Iterator[RGBDSample]:
-    """Load items one at a time (the index is built eagerly so layout errors surface at once)."""
-    for item in items:
-        yield load(item)
+class SampleIndex(Sequence[RGBDSample]):
+    """A dataset as an index of sample references: ``len``, ``ds[k]`` (loads sample k) and iteration.
+
+    ``items`` are cheap references (paths, indices) listed once when the loader opens the dataset, so layout
+    errors surface at once; ``load(item)`` reads one sample when asked (per-file problems raise then).
+    ``where(k)`` names sample k's files for messages. Picklable when ``load`` is a module-level function.
+    """
+
+    def __init__(self, items: Sequence[T], load: Callable[[T], RGBDSample]) -> None:
+        self.items = list(items)
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> RGBDSample:  # type: ignore[override]
+        return self.load(self.items[k])
+
+    def __iter__(self) -> Iterator[RGBDSample]:
+        for item in self.items:
+            yield self.load(item)
+
+    def where(self, k: int) -> str:
+        """The first path among sample k's references (or the reference itself)."""
+        item = self.items[k]
+        parts = item if isinstance(item, tuple) else tuple(item.values()) if isinstance(item, dict) else (item,)
+        return str(next((p for p in parts if isinstance(p, Path)), item))
+
+
+def lazy(items: Sequence[T], load: Callable[[T], RGBDSample]) -> SampleIndex:
+    """The dataset of ``items`` loaded one at a time by ``load`` (see :class:`SampleIndex`)."""
+    return SampleIndex(items, load)
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """uint8 RGB H x W x 3 (InputFileError when missing/corrupt)."""
-    return read_image(path)
+    """uint8 RGB H x W x 3, writable (InputFileError when missing/corrupt)."""
+    image = read_image(path)
+    return image if image.flags.writeable else image.copy()  # PIL-backed arrays are read-only
 
 
 def read_png_raw(path: Path, dtype: type | None = np.uint16) -> np.ndarray:

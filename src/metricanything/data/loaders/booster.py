@@ -22,13 +22,13 @@ import functools
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     lazy,
@@ -139,7 +139,7 @@ def _load(item: tuple[Path, Path, str]) -> RGBDSample:
     )
 
 
-def load_booster(root: str | os.PathLike, split: str | None = None) -> Iterator[RGBDSample]:
+def load_booster(root: str | os.PathLike, split: str | None = None) -> SampleIndex:
     """Iterate Booster samples (see the module docstring)."""
     root = require_dir(root, "Booster")
     base = root / split if split else root

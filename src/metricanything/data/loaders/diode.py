@@ -9,13 +9,13 @@ ROOT), ``"train"``, ``"val"``, or a sub-path such as ``"val/indoors"``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     lazy,
@@ -67,7 +67,7 @@ def _load(depth_path: Path) -> RGBDSample:
     )
 
 
-def load_diode(root: str | os.PathLike, split: str | None = None) -> Iterator[RGBDSample]:
+def load_diode(root: str | os.PathLike, split: str | None = None) -> SampleIndex:
     """Iterate DIODE samples (see the module docstring)."""
     root = require_dir(root, "DIODE")
     base = root / split if split else root

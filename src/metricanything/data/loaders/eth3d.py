@@ -19,7 +19,6 @@ go to ``meta["distortion"]`` (ETH3D's undistorted calibration is PINHOLE, where 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     finish_depth,
     lazy,
     no_samples,
@@ -184,7 +184,7 @@ def _load(item: tuple) -> RGBDSample:
     )
 
 
-def load_eth3d(root: str | os.PathLike, split: str | None = None) -> Iterator[RGBDSample]:
+def load_eth3d(root: str | os.PathLike, split: str | None = None) -> SampleIndex:
     """Iterate ETH3D samples of every scene under ``root`` (or ``root`` itself if it is one scene)."""
     root = require_dir(root, "ETH3D")
     if (root / "dslr_calibration_undistorted").is_dir():

@@ -14,13 +14,13 @@ own mask. Intrinsics are used as published. ``split`` is unused (iBims-1 is a te
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     lazy,
@@ -92,7 +92,7 @@ def _load_mat(item: tuple[Path, bool]) -> RGBDSample:
     return _sample(path.stem, np.ascontiguousarray(image), depth, valid, Intrinsics(fx, fy, cx, cy, depth.shape[1], depth.shape[0]))
 
 
-def load_ibims(root: str | os.PathLike, split: str | None = None, keep_transparent: bool = False) -> Iterator[RGBDSample]:
+def load_ibims(root: str | os.PathLike, split: str | None = None, keep_transparent: bool = False) -> SampleIndex:
     """Iterate iBims-1 samples from the raw (PNG) or mat layout under ``root``."""
     root = require_dir(root, "iBims-1")
     if (root / "rgb").is_dir() and (root / "depth").is_dir():

@@ -17,13 +17,13 @@ if present, else every annotated split found. Depth is LiDAR (sensor ``lidar``, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     key_value_lines,
@@ -128,7 +128,7 @@ def _load_annotated(item: tuple[Path, Path, Path, int]) -> RGBDSample:
 
 def load_kitti(
     root: str | os.PathLike, split: str | None = None, raw_root: str | os.PathLike | None = None
-) -> Iterator[RGBDSample]:
+) -> SampleIndex:
     """Iterate KITTI depth samples (see the module docstring for layouts and ``split``)."""
     root = require_dir(root, "KITTI")
     sel = _find_selection(root) if split in (None, "val_selection_cropped") else None

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     lazy,
@@ -100,7 +100,7 @@ def _load(scene: Path) -> RGBDSample:
     )
 
 
-def load_middlebury(root: str | os.PathLike, split: str | None = None) -> Iterator[RGBDSample]:
+def load_middlebury(root: str | os.PathLike, split: str | None = None) -> SampleIndex:
     """Iterate Middlebury 2014 / MiddEval3 scenes under ``root`` (see the module docstring)."""
     root = require_dir(root, "Middlebury")
     scenes = sorted(

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metricanything.camera import Intrinsics, splat_points_to_depth, transform_points
-from metricanything.data.loaders._common import lazy, no_samples, quat_to_matrix, read_rgb, require_dir, rigid
+from metricanything.data.loaders._common import (
+    SampleIndex,
+    lazy,
+    no_samples,
+    quat_to_matrix,
+    read_rgb,
+    require_dir,
+    rigid,
+)
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import DatasetError, InputFileError
 
@@ -89,7 +97,7 @@ def load_nuscenes(
     split: str | None = None,
     cameras: Sequence[str] | None = None,
     min_depth: float = 1.0,
-) -> Iterator[RGBDSample]:
+) -> SampleIndex:
     """Iterate key-frame camera images with projected LiDAR depth (see the module docstring)."""
     root = require_dir(root, "nuScenes")
     if split is None:
@@ -122,7 +130,7 @@ def load_nuscenes(
         if lidar is None:
             continue
         items.append({
-            "root": root, "cam": sd, "lidar": lidar, "channel": channel, "min_depth": float(min_depth),
+            "image": root / sd["filename"], "root": root, "cam": sd, "lidar": lidar, "channel": channel, "min_depth": float(min_depth),
             "cam_cs": calibs[sd["calibrated_sensor_token"]], "lidar_cs": calibs[lidar["calibrated_sensor_token"]],
             "cam_ep": poses[sd["ego_pose_token"]], "lidar_ep": poses[lidar["ego_pose_token"]],
             "scene": scenes.get(sd["sample_token"], ""), "cs_path": meta_dir / "calibrated_sensor.json",

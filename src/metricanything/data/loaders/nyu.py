@@ -13,13 +13,14 @@ RGB camera (fx 518.8579, fy 519.4696, cx 325.5824, cy 253.7362 at 640 x 480), us
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
-from metricanything.data.loaders._common import finish_depth
+from metricanything.data.loaders._common import SampleIndex, finish_depth, lazy
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import DatasetError, InputFileError
 
@@ -44,10 +45,52 @@ def _split_indices(splits_path: Path, split: str) -> np.ndarray:
     return np.asarray(data[key], dtype=np.int64).ravel() - 1
 
 
+class _NyuFile:
+    """The ``.mat`` file opened on first use in each process (an HDF5 handle must not cross a fork)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_file": None, "_pid": -1}
+
+    def get(self) -> Any:
+        if self._file is None or self._pid != os.getpid():
+            import h5py
+
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+
+@dataclass(frozen=True)
+class _NyuItem:
+    mat: _NyuFile
+    index: int
+    depth_key: str
+    intrinsics: Intrinsics
+
+    def __str__(self) -> str:
+        return f"{self.mat.path}[{self.index}]"
+
+
+def _load(item: _NyuItem) -> RGBDSample:
+    f, i = item.mat.get(), item.index
+    image = np.ascontiguousarray(np.asarray(f["images"][i], dtype=np.uint8).transpose(2, 1, 0))
+    depth, valid = finish_depth(np.asarray(f[item.depth_key][i], dtype=np.float32).T)
+    return RGBDSample(
+        image, np.ascontiguousarray(depth), np.ascontiguousarray(valid), item.intrinsics,
+        source_kind="captured", sensor="structured_light", metric_scale_trusted=True,
+        camera_id="nyu_kinect_v1", scene_id="", dataset="nyu", sample_id=f"nyu_{i:04d}",
+        meta={"index": i, "inpainted": item.depth_key == "depths"},
+    )
+
+
 def load_nyu(
     root: str | os.PathLike, split: str | None = None, raw: bool = False, intrinsics: Intrinsics | None = None
-) -> Iterator[RGBDSample]:
-    """Iterate the labelled NYU Depth v2 images (see the module docstring).
+) -> SampleIndex:
+    """The labelled NYU Depth v2 images (see the module docstring), read one at a time.
 
     ``intrinsics`` overrides the published ones (required when the arrays are not 640 x 480, e.g. a crop).
     """
@@ -62,38 +105,21 @@ def load_nyu(
     except OSError as exc:
         raise InputFileError(mat, f"not an HDF5 (MATLAB v7.3) file ({exc})") from None
     depth_key = "rawDepths" if raw else "depths"
-    for key in ("images", depth_key):
-        if key not in f:
-            f.close()
-            raise InputFileError(mat, f"has no {key!r} dataset")
-    n = f["images"].shape[0]
-    if f["images"].ndim != 4 or f["images"].shape[1] != 3 or f[depth_key].shape != (n, *f["images"].shape[2:]):
-        shapes = (f["images"].shape, f[depth_key].shape)
-        f.close()
-        raise InputFileError(mat, f"unexpected array shapes images {shapes[0]}, {depth_key} {shapes[1]}")
-    size = (f["images"].shape[2], f["images"].shape[3])  # (W, H)
+    with f:
+        for key in ("images", depth_key):
+            if key not in f:
+                raise InputFileError(mat, f"has no {key!r} dataset")
+        n = f["images"].shape[0]
+        if f["images"].ndim != 4 or f["images"].shape[1] != 3 or f[depth_key].shape != (n, *f["images"].shape[2:]):
+            raise InputFileError(mat, f"unexpected array shapes images {f['images'].shape}, {depth_key} {f[depth_key].shape}")
+        size = (f["images"].shape[2], f["images"].shape[3])  # (W, H)
     K = intrinsics or NYU_INTRINSICS
     if size != K.size:
-        f.close()
         raise InputFileError(
             mat, f"images are {size[0]}x{size[1]} but the intrinsics are for {K.width}x{K.height}; pass intrinsics="
         )
     indices = np.arange(n) if split is None else _split_indices(mat.parent / "splits.mat", split)
     if indices.size and (indices.min() < 0 or indices.max() >= n):
-        f.close()
         raise DatasetError(f"{mat.parent / 'splits.mat'}: indices outside 1..{n}")
-
-    def generate() -> Iterator[RGBDSample]:
-        with f:
-            for i in indices:
-                image = np.ascontiguousarray(np.asarray(f["images"][i], dtype=np.uint8).transpose(2, 1, 0))
-                depth, valid = finish_depth(np.asarray(f[depth_key][i], dtype=np.float32).T)
-                K = intrinsics or NYU_INTRINSICS
-                yield RGBDSample(
-                    image, np.ascontiguousarray(depth), np.ascontiguousarray(valid), K,
-                    source_kind="captured", sensor="structured_light", metric_scale_trusted=True,
-                    camera_id="nyu_kinect_v1", scene_id="", dataset="nyu", sample_id=f"nyu_{int(i):04d}",
-                    meta={"index": int(i), "inpainted": not raw},
-                )
-
-    return generate()
+    handle = _NyuFile(mat)
+    return lazy([_NyuItem(handle, int(i), depth_key, K) for i in indices], _load)

@@ -12,7 +12,6 @@ the sample uses the depth intrinsics, the usual practice (colour and depth camer
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -20,6 +19,7 @@ import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     finish_depth,
     lazy,
     no_samples,
@@ -67,7 +67,7 @@ def _load(item: tuple[Path, Path]) -> RGBDSample:
     )
 
 
-def load_scannet(root: str | os.PathLike, split: str | None = None, frame_stride: int = 1) -> Iterator[RGBDSample]:
+def load_scannet(root: str | os.PathLike, split: str | None = None, frame_stride: int = 1) -> SampleIndex:
     """Iterate ScanNet-style frames (see the module docstring)."""
     root = require_dir(root, "ScanNet")
     if frame_stride < 1:

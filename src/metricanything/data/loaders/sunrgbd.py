@@ -12,13 +12,13 @@ structured_light. ``split`` keeps frames whose relative path contains it (e.g. `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from metricanything.camera import Intrinsics
 from metricanything.data.loaders._common import (
+    SampleIndex,
     check_same_size,
     finish_depth,
     lazy,
@@ -72,7 +72,7 @@ def _load(item: tuple[Path, Path, bool, float | None]) -> RGBDSample:
 
 def load_sunrgbd(
     root: str | os.PathLike, split: str | None = None, refined: bool = False, max_depth: float | None = None
-) -> Iterator[RGBDSample]:
+) -> SampleIndex:
     """Iterate SUN RGB-D frames under ``root`` (see the module docstring)."""
     root = require_dir(root, "SUN RGB-D")
     frames = sorted(p.parent for p in root.rglob("intrinsics.txt") if (p.parent / "image").is_dir() and (p.parent / "depth").is_dir())
