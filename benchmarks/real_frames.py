@@ -1,6 +1,6 @@
 """Real-frame benchmark: the bundled teacher and student (and any ``--model``) on ``../shared/real_frames``.
 
-The protocol is the ``real_dev`` benchmark (``configs/benchmarks/real_dev.yaml``, the frames' README):
+The protocol is the ``real_dev`` benchmark (``src/metricanything/configs/benchmarks/real_dev.yaml``, the frames' README):
 
 * completion with ``frac:0.01`` / ``frac:0.001`` prompts (``numpy.random.default_rng(0)``, ``int(F*H*W)``
   valid pixels drawn over ``numpy.nonzero(valid)``) and a 16-beam LiDAR-like prompt (``lidar:16``), scored on

@@ -1,9 +1,9 @@
 """Acceptance figures of the training pipeline on the embedded rendered mixture (CPU, minutes).
 
-1. Pretrain ``configs/teacher_tiny.yaml`` -> held-out AbsRel with 1% prompts vs filling the same prompts by
+1. Pretrain the ``teacher_tiny`` preset -> held-out AbsRel with 1% prompts vs filling the same prompts by
    linear interpolation (scipy ``griddata``; nearest neighbour outside the convex hull).
 2. Pseudo-label a rendered mixture (exact renders + simulated stereo, scenes drawn like the held-out views) with
-   that teacher, distil ``configs/student_tiny.yaml`` -> held-out delta1 (GT focal) vs "predict the training-set
+   that teacher, distil the ``student_tiny`` preset -> held-out delta1 (GT focal) vs "predict the training-set
    median depth" (median of the pseudo-label depths); also printed: the best delta1 any constant depth reaches
    on the held-out views (an oracle: a student above it reads depth from the image). Run twice by default:
    cameras with the renderer's full 25-100 deg FoV range, and one camera rig (55-65 deg) for training and
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_train_tiny")
     ap.add_argument("--quick", action="store_true", help="a few steps of everything (checks the pipeline only)")
-    ap.add_argument("--teacher-steps", type=int, default=None, help="default: configs/teacher_tiny.yaml")
-    ap.add_argument("--student-steps", type=int, default=None, help="default: configs/student_tiny.yaml")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="default: the teacher_tiny preset's")
+    ap.add_argument("--student-steps", type=int, default=None, help="default: the student_tiny preset's")
     ap.add_argument("--robust-steps", type=int, default=None, help="steps of each robustness teacher (default 300)")
     ap.add_argument("--pseudo-samples", type=int, default=None, help="images pseudo-labelled (default 384)")
     ap.add_argument("--heldout", type=int, default=None, help="held-out views (default 64)")
@@ -219,15 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     n_held = args.heldout or (8 if q else 64)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = ["train.progress=false", "data.val_samples=8"]
+    common = {"train.progress": False, "data.val_samples": 8}
     results: dict[str, object] = {"quick": q}
     t_all = time.perf_counter()
     held = heldout_items(n_held, 128)
 
     teacher_dir = out / "teacher"
     if "teacher" not in args.skip:
-        ov = [*common, f"out_dir={teacher_dir}"] + ([f"train.steps={teacher_steps}"] if teacher_steps else [])
-        cfg = load_config("configs/teacher_tiny.yaml", ov)
+        ov = {**common, "out_dir": str(teacher_dir), **({"train.steps": teacher_steps} if teacher_steps else {})}
+        cfg = load_config("teacher_tiny", ov)
         _log(f"teacher: {cfg.train.steps} steps x batch {cfg.train.batch_size} at {cfg.data.size} px")
         t0 = time.perf_counter()
         run_pretrain(cfg)
@@ -250,13 +250,14 @@ def main(argv: list[str] | None = None) -> int:
             results[f"pseudo_label_minutes{tag}"] = (time.perf_counter() - t0) / 60
             median = pseudo_label_median(pseudo)
             student_dir = out / f"student{tag}"
-            ov = [*common, f"out_dir={student_dir}", f"distill.teacher={teacher_dir / 'model'}",
-                  f"data.sources=[{{kind: shards, path: '{pseudo}'}}]"]
+            ov = {**common, "out_dir": str(student_dir), "distill.teacher": str(teacher_dir / "model"),
+                  "data.sources": [{"kind": "shards", "path": str(pseudo)}]}
             if fov_deg:  # in-loop validation on the same cameras
-                ov.append(f"data.val_sources=[{{kind: render, seed: 10000000, render_size: [160, 120], "
-                          f"sources: [rendered], fov_deg: {fov_deg}}}]")
-            ov += [f"train.steps={student_steps}"] if student_steps else []
-            cfg = load_config("configs/student_tiny.yaml", ov)
+                ov["data.val_sources"] = [{"kind": "render", "seed": 10000000, "render_size": [160, 120],
+                                           "sources": ["rendered"], "fov_deg": list(fov_deg)}]
+            if student_steps:
+                ov["train.steps"] = student_steps
+            cfg = load_config("student_tiny", ov)
             _log(f"student (cameras: {fov} deg FoV): {cfg.train.steps} steps x batch {cfg.train.batch_size} "
                  f"on {n_pseudo} pseudo-labels")
             t0 = time.perf_counter()
@@ -271,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     if "robust" not in args.skip:
         for name, trim in (("trimmed", 0.2), ("plain", 0.0)):
             run_dir = out / f"robust_{name}"
-            ov = [*common, f"out_dir={run_dir}", f"train.steps={robust_steps}", f"loss.trim={trim}",
-                  "data.label_outlier_fraction=0.1", "data.label_outlier_sources=['*']",
-                  "data.sources=[{kind: render, render_size: [160, 120], sources: [rendered]}]",
-                  "train.val_every=0", "train.image_every=0"]
-            ov += [f"loss.space={args.robust_space}"] if args.robust_space else []
-            cfg = load_config("configs/teacher_tiny.yaml", ov)
+            ov = {**common, "out_dir": str(run_dir), "train.steps": robust_steps, "loss.trim": trim,
+                  "data.label_outlier_fraction": 0.1, "data.label_outlier_sources": ["*"],
+                  "data.sources": [{"kind": "render", "render_size": [160, 120], "sources": ["rendered"]}],
+                  "train.val_every": 0, "train.image_every": 0}
+            if args.robust_space:
+                ov["loss.space"] = args.robust_space
+            cfg = load_config("teacher_tiny", ov)
             _log(f"robustness ({name} MAE, trim {trim}): {robust_steps} steps, 10% gross label outliers")
             t0 = time.perf_counter()
             run_pretrain(cfg)

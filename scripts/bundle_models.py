@@ -44,10 +44,11 @@ TRAINING_DATA = (
 
 # ---------------------------------------------------------------------------------------------- plan
 def cmd_plan(args: argparse.Namespace) -> int:
+    from metricanything.config import parse_set
     from metricanything.tasks.quickstart import plan_steps
     from metricanything.train.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, parse_set(args.overrides))
     torch.set_num_threads(max(1, cfg.train.threads or 1))
     steps, plan = plan_steps(cfg, None, 60.0 * args.minutes, args.min_steps, args.max_steps)
     print(json.dumps(plan), file=sys.stderr)
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=("teacher", "student"), required=True)
     p.add_argument("--run", required=True)
     p.add_argument("--dest", default=None)
-    p.add_argument("--config", required=True, help="the training config file used")
+    p.add_argument("--config", required=True, help="the training config used (a shipped preset name or a path)")
     p.add_argument("--eval", action="append", default=[], metavar="DIR", help="metricanything eval --out folder")
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
     args = parser.parse_args(argv)

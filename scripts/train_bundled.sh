@@ -57,10 +57,10 @@ run "${MA[@]}" render --out "$WORK/corpus" --num "$NUM" --seed 0 --size "$SIZE" 
 
 # 2. the teacher: steps calibrated to the budget, then `metricanything pretrain`
 TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
-TSTEPS=$("$PY" scripts/bundle_models.py plan --config configs/teacher_bundled.yaml --minutes "$MINUTES" \
+TSTEPS=$("$PY" scripts/bundle_models.py plan --config teacher_bundled --minutes "$MINUTES" \
     --min-steps "$MINSTEPS" "${TSET[@]}")
 log "teacher: $TSTEPS steps for $MINUTES min"
-run "${MA[@]}" pretrain --config configs/teacher_bundled.yaml "${TSET[@]}" --set "train.steps=$TSTEPS" \
+run "${MA[@]}" pretrain --config teacher_bundled "${TSET[@]}" --set "train.steps=$TSTEPS" \
     --set train.progress=false
 
 # 3. pseudo-labels of the corpus
@@ -70,10 +70,10 @@ run "${MA[@]}" pseudo-label --teacher "$WORK/teacher/model" --data "$WORK/corpus
 # 4. the student (with its FoV head), encoder from the teacher
 SSET=(--set "out_dir=$WORK/student" --set "distill.teacher=$WORK/teacher/model"
       --set "data.sources=[{kind: shards, path: \"$WORK/pseudo\"}]")
-SSTEPS=$("$PY" scripts/bundle_models.py plan --config configs/student_bundled.yaml --minutes "$MINUTES" \
+SSTEPS=$("$PY" scripts/bundle_models.py plan --config student_bundled --minutes "$MINUTES" \
     --min-steps "$MINSTEPS" "${SSET[@]}")
 log "student: $SSTEPS steps for $MINUTES min"
-run "${MA[@]}" distill --config configs/student_bundled.yaml "${SSET[@]}" --set "train.steps=$SSTEPS" \
+run "${MA[@]}" distill --config student_bundled "${SSET[@]}" --set "train.steps=$SSTEPS" \
     --set train.progress=false
 
 # 5. install as fp16 into the package
@@ -83,7 +83,7 @@ run "${MA[@]}" distill --config configs/student_bundled.yaml "${SSET[@]}" --set 
 # 6. measure the installed weights with `metricanything eval`
 BASE=(baseline:nearest baseline:linear baseline:ipbasic baseline:prompt_median)
 sed 's/^focal_source: gt/focal_source: predicted/; s/^description: /description: (focal predicted by the model) /' \
-    configs/benchmarks/synthetic_indoor.yaml > "$WORK/synthetic_indoor_predicted_focal.yaml"
+    src/metricanything/configs/benchmarks/synthetic_indoor.yaml > "$WORK/synthetic_indoor_predicted_focal.yaml"
 TEVAL=() SEVAL=()
 for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
   run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
@@ -109,8 +109,8 @@ for c in "${COMMANDS[@]}"; do
   esac
 done
 "$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
-    --config configs/teacher_bundled.yaml "${TEVAL[@]}" "${TC[@]}"
+    --config teacher_bundled "${TEVAL[@]}" "${TC[@]}"
 "$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
-    --config configs/student_bundled.yaml "${SEVAL[@]}" "${SC[@]}"
+    --config student_bundled "${SEVAL[@]}" "${SC[@]}"
 du -sh "$DEST"/*
 log "done: $DEST/{teacher,student}"

@@ -69,9 +69,9 @@ def test_card_records_commands_data_and_metrics(tmp_path, bundle):
                     "baseline:linear": {"points:500": {"headline": {"abs_rel": 0.03, "rmse": 0.1, "delta1": 0.98}}}},
     }  # fmt: skip
     (ev / "metrics.json").write_text(json.dumps(metrics))
-    cmd = "metricanything pretrain --config configs/teacher_bundled.yaml --set train.steps=3"
+    cmd = "metricanything pretrain --config teacher_bundled --set train.steps=3"
     assert bundle.main(["card", "--kind", "teacher", "--run", str(run), "--dest", str(dest), "--config",
-                        "configs/teacher_bundled.yaml", "--eval", str(ev), "--command", cmd]) == 0  # fmt: skip
+                        "teacher_bundled", "--eval", str(ev), "--command", cmd]) == 0  # fmt: skip
     card = (dest / "MODEL_CARD.md").read_text()
     assert cmd in card and "Apache-2.0" in card and "Synthetic data only" in card
     assert "| teacher:teacher | points:500 | 0.0500 | 0.2000 | 0.9700 |" in card

@@ -25,7 +25,7 @@ from metricanything.train.config import load_config
 from metricanything.train.loop import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "teacher_test.yaml"
+CONFIG = "teacher_test"
 STEPS = 24
 BAD_ITEMS = (3, 30)  # items of step 1 (before the checkpoint the kill waits for) and of step 15 (after it)
 
@@ -61,7 +61,7 @@ def make_corrupt_shards(root: Path, n: int = 200, per_shard: int = 20) -> tuple[
     last = w.paths[-1]
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     index = ShardIndex(root)
-    cfg = load_config(CONFIG, [f"data.sources=[{{kind: shards, path: '{root}'}}]"])
+    cfg = load_config(CONFIG, {"data.sources": [{"kind": "shards", "path": str(root)}]})
     mixture = SourceMixture(cfg.data.sources, cfg.seed)
     bad = [_corrupt_depth(index, mixture.locate(i)[1]) for i in BAD_ITEMS]
     return bad, str(last)
@@ -186,7 +186,7 @@ def test_ddp_counts_and_names_bad_samples_of_every_rank(tmp_path: Path) -> None:
     with ShardWriter(tmp_path / "s", "shard", 10) as w:
         for i in range(40):
             w.write(sample(i))
-    cfg = load_config(CONFIG, [f"data.sources=[{{kind: shards, path: '{tmp_path / 's'}'}}]"])
+    cfg = load_config(CONFIG, {"data.sources": [{"kind": "shards", "path": str(tmp_path / "s")}]})
     mixture = SourceMixture(cfg.data.sources, cfg.seed)
     k = mixture.locate(3)[1]
     assert [i for i in range(12) if mixture.locate(i)[1] == k] == [1, 3]  # items of rank 0 and of rank 1

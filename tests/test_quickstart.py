@@ -18,14 +18,12 @@ from metricanything.tasks.quickstart import (
     run_quickstart,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
 
 def _tiny_options(out: Path, **kw) -> QuickstartOptions:
     base = dict(
         out=out, budget_minutes=0.5, num_samples=7, render_size=(48, 32), train_size=32, student_train_size=32,
         min_steps=2, max_steps=3, val_samples=1, eval_samples=1, num_examples=1, threads=1,
-        teacher_config=str(CONFIGS / "teacher_test.yaml"), student_config=str(CONFIGS / "student_test.yaml"),
+        teacher_config="teacher_test", student_config="student_test",
         progress=False,
     )  # fmt: skip
     base.update(kw)
@@ -34,8 +32,6 @@ def _tiny_options(out: Path, **kw) -> QuickstartOptions:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    if not (CONFIGS / "teacher_test.yaml").is_file():
-        pytest.skip("configs/teacher_test.yaml is missing")
     out = tmp_path_factory.mktemp("qs") / "run"
     result = run_quickstart(_tiny_options(out))
     return out, result
@@ -118,7 +114,7 @@ def test_reproduce_command_round_trips_through_the_cli(tmp_path):
     from metricanything.cli import quickstart as cli
     from metricanything.tasks.quickstart import quickstart_command
 
-    opts = _tiny_options(tmp_path / "a b", teacher_overrides=["train.batch_size=4"], eval_prompt="points:100")
+    opts = _tiny_options(tmp_path / "a b", teacher_overrides={"train.batch_size": 4, "data.sources": [{"kind": "render", "weight": 2.5}]}, eval_prompt="points:100")
     words = shlex.split(quickstart_command(opts))
     assert words[:2] == ["metricanything", "quickstart"]
     parser = argparse.ArgumentParser()
@@ -128,8 +124,11 @@ def test_reproduce_command_round_trips_through_the_cli(tmp_path):
 
 
 def test_find_config_reports_where_it_looked(tmp_path):
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(Exception, match="unknown training config 'no_such_config_xyz'.*teacher_tiny"):
         find_config("no_such_config_xyz")
+    with pytest.raises(Exception, match="not found"):
+        find_config(str(tmp_path / "missing.yaml"))
+    assert find_config("teacher_test").name == "teacher_test.yaml"
     p = tmp_path / "c.yaml"
     p.write_text("stage: pretrain\n")
     assert find_config(str(p)) == p

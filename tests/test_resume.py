@@ -24,7 +24,7 @@ from metricanything.train.checkpointing import (
 from metricanything.train.loop import lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "teacher_test.yaml"
+CONFIG = "teacher_test"  # a shipped preset
 STEPS = 24
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -14,7 +12,7 @@ from metricanything.train.config import SourceConfig, load_config
 from metricanything.train.data import corrupt_labels, square_crop
 from metricanything.train.pretrain import PretrainDataset, PretrainTask
 
-TEST_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher_test.yaml"
+TEST_CONFIG = "teacher_test"  # a shipped preset
 
 
 def _sample(h: int = 24, w: int = 32, seed: int = 0) -> RGBDSample:
@@ -61,7 +59,7 @@ def test_corrupt_labels_hits_the_requested_fraction_with_gross_factors():
 
 
 def test_validation_items_stay_clean_under_label_corruption():
-    noisy = load_config(TEST_CONFIG, ["data.label_outlier_fraction=0.1", "data.label_outlier_sources=['*']"])
+    noisy = load_config(TEST_CONFIG, {"data.label_outlier_fraction": 0.1, "data.label_outlier_sources": ["*"]})
     clean = load_config(TEST_CONFIG)
     a, b = PretrainTask(noisy).validation_items()[0], PretrainTask(clean).validation_items()[0]
     assert torch.equal(a["depth"], b["depth"])

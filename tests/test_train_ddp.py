@@ -20,7 +20,7 @@ def _torchrun(subcommand: str, config: str, out: Path, *extra: str) -> str:
         env.pop(k, None)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "metricanything.cli", subcommand, "--config", str(ROOT / "configs" / config), "--out", str(out),
+        "-m", "metricanything.cli", subcommand, "--config", config, "--out", str(out),
         "--set", "train.dump_rank_weights=true", "--set", "train.steps=3", "--set", "train.ckpt_every=3",
         "--set", "data.val_samples=2", *extra,
     ]
@@ -46,12 +46,12 @@ def _check_ranks_identical_and_trained(out: Path, init_keys_prefix: str) -> None
 @pytest.mark.slow
 def test_ddp_pretrain_and_distill_keep_ranks_identical(tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
-    _torchrun("pretrain", "teacher_test.yaml", teacher)
+    _torchrun("pretrain", "teacher_test", teacher)
     _check_ranks_identical_and_trained(teacher, "encoder.")
     assert (teacher / "model" / "model.safetensors").is_file()
 
     student = tmp_path / "student"
-    log = _torchrun("distill", "student_test.yaml", student, "--teacher", str(teacher / "model"))
+    log = _torchrun("distill", "student_test", student, "--teacher", str(teacher / "model"))
     # same ViT config: the whole teacher encoder initialises the student's
     assert "76 of 76 tensors copied" in log
     _check_ranks_identical_and_trained(student, "student.encoder.")

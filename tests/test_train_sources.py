@@ -21,7 +21,7 @@ from metricanything.errors import ConfigError, DatasetError
 from metricanything.train.config import SourceConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "teacher_test.yaml"
+CONFIG = "teacher_test"
 DRIVE = "2011_09_26_drive_0001_sync"
 H, W = 48, 96
 
@@ -61,7 +61,7 @@ def test_pretrain_two_steps_directly_from_a_kitti_layout_folder(tmp_path: Path) 
     ] and summary["data"]["notes"] == []
     assert (out / "model" / "model.safetensors").is_file()
     # the items come from the KITTI frames: LiDAR, with the calibration's focal length (scaled to the crop)
-    cfg = load_config(CONFIG, [f"data.sources=[{{kind: loader, name: kitti, path: '{root}'}}]"])
+    cfg = load_config(CONFIG, {"data.sources": [{"kind": "loader", "name": "kitti", "path": str(root)}]})
     draw = SourceMixture(cfg.data.sources, cfg.seed).get(0)
     assert draw.sample.dataset == "kitti" and draw.sample.sensor == "lidar"
     assert draw.sample.intrinsics == Intrinsics(72.0, 72.0, 47.5, 23.5, W, H) and not draw.faults
@@ -69,7 +69,7 @@ def test_pretrain_two_steps_directly_from_a_kitti_layout_folder(tmp_path: Path) 
 
 def test_loader_source_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'loader' source needs a name"):
-        load_config(CONFIG, [f"data.sources=[{{kind: loader, path: '{tmp_path}'}}]"])
+        load_config(CONFIG, {"data.sources": [{"kind": "loader", "path": str(tmp_path)}]})
     with pytest.raises(DatasetError, match="unknown dataset loader 'nope'; choose from booster, diode"):
         build_source(SourceConfig(kind="loader", name="nope", path=str(tmp_path)))
     with pytest.raises(DatasetError, match="KITTI"):

@@ -87,14 +87,14 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("command", "config"), [("pretrain", "teacher_test.yaml"), ("distill", "student_test.yaml")]
+    ("command", "config"), [("pretrain", "teacher_test"), ("distill", "student_test")]
 )
 def test_resume_refuses_a_crafted_checkpoint(tmp_path: Path, command: str, config: str) -> None:
     run = tmp_path / "run"
     marker = tmp_path / "ran"
     crafted = _craft(run / "checkpoints" / "step_00000008.pt", marker)
     proc = subprocess.run(
-        [sys.executable, "-m", "metricanything.cli", command, "--config", str(ROOT / "configs" / config), "--out",
+        [sys.executable, "-m", "metricanything.cli", command, "--config", config, "--out",
          str(run), "--set", "train.progress=false", "--resume"],  # fmt: skip
         env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )

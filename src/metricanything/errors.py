@@ -35,3 +35,7 @@ class CheckpointError(MetricAnythingError):
 
 class DatasetError(MetricAnythingError):
     """A dataset root or benchmark definition is missing or malformed."""
+
+
+class MissingExtraError(MetricAnythingError, ImportError):
+    """An optional feature's package is not installed; the message names the extra that installs it."""

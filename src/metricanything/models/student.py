@@ -122,15 +122,12 @@ class StudentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StudentConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown StudentConfig keys: {unknown}")
-        d = dict(d)
-        if isinstance(d.get("vit"), dict):
-            d["vit"] = ViTConfig.from_dict(d["vit"])
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], origin: str = "StudentConfig") -> StudentConfig:
+        """Inverse of :meth:`to_dict`, strict (:func:`metricanything.config.from_mapping`): unknown keys and wrong
+        types raise :class:`ConfigError` naming ``origin`` and the dotted key."""
+        from metricanything.config import from_mapping
+
+        return from_mapping(cls, d, origin=origin)
 
 
 STUDENT_PRESETS: dict[str, Any] = {

@@ -108,13 +108,12 @@ class TeacherConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TeacherConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown TeacherConfig keys: {unknown}")
-        return cls(**d)
+    def from_dict(cls, d: dict, origin: str = "TeacherConfig") -> TeacherConfig:
+        """Inverse of :meth:`to_dict`, strict (:func:`metricanything.config.from_mapping`): unknown keys and wrong
+        types raise :class:`ConfigError` naming ``origin`` and the dotted key."""
+        from metricanything.config import from_mapping
+
+        return from_mapping(cls, d, origin=origin)
 
 
 _PRESETS: dict[str, dict] = {

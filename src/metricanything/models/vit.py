@@ -112,12 +112,12 @@ class ViTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown ViTConfig keys: {unknown}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], origin: str = "ViTConfig") -> ViTConfig:
+        """Inverse of :meth:`to_dict`, strict (:func:`metricanything.config.from_mapping`): unknown keys and wrong
+        types raise :class:`ConfigError` naming ``origin`` and the dotted key."""
+        from metricanything.config import from_mapping
+
+        return from_mapping(cls, d, origin=origin)
 
 
 def swiglu_hidden_dim(embed_dim: int, mlp_ratio: float, align: int = 8) -> int:

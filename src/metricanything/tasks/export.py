@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metricanything.errors import CheckpointError, InvalidInputError, MetricAnythingError
+from metricanything.extras import require_extra
 from metricanything.models.dpt import push_pull_fill
 from metricanything.models.student import INVERSE_DEPTH_CLAMP, Student, fov_to_focal
 from metricanything.models.teacher import Teacher
@@ -462,6 +463,8 @@ def export_onnx(
     """
     if opset < 18:
         raise InvalidInputError(f"opset must be >= 18 (Resize with antialias), got {opset}")
+    for package in ("onnx", "onnxscript", *(("onnxruntime",) if verify else ())):
+        require_extra(package, "ONNX export" if package != "onnxruntime" else "verifying an ONNX export")
     model = _load_model(model_or_checkpoint_path)
     wrapper = export_wrapper(model)
     model.eval()
@@ -556,7 +559,7 @@ def reference_outputs(model: nn.Module, inputs: Mapping[str, Any]) -> Tensor:
 
 def run_onnx(onnx_path: str | os.PathLike, inputs: Mapping[str, Any]) -> list[np.ndarray]:
     """Run the exported graph with onnxruntime (CPU); ``inputs`` may hold tensors or arrays."""
-    import onnxruntime as ort
+    ort = require_extra("onnxruntime", "running an ONNX export")
 
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 
 from metricanything.atomic import atomic_path, write_text_atomic
+from metricanything.config import find_config as _find_config
+from metricanything.config import format_set, merge_overrides
 from metricanything.errors import ConfigError, InvalidInputError, MetricAnythingError
 
 STAGES = ("render", "pretrain", "pseudo_label", "distill", "evaluate", "infer", "report")
@@ -95,10 +97,11 @@ class QuickstartOptions:
     eval_prompt: str = "density:0.01"  # the prompted column (1% of the valid pixels)
     num_examples: int = 3
     threads: int = 0  # torch threads (0 = auto, see resolved_threads)
-    teacher_config: str | None = None  # YAML; default configs/teacher_tiny.yaml
-    student_config: str | None = None  # YAML; default configs/student_tiny.yaml
-    teacher_overrides: list[str] = field(default_factory=list)
-    student_overrides: list[str] = field(default_factory=list)
+    teacher_config: str | None = None  # shipped preset name or YAML path; default teacher_tiny
+    student_config: str | None = None  # shipped preset name or YAML path; default student_tiny
+    # overrides of the training configs: dotted keys -> values (metricanything.config.apply_overrides)
+    teacher_overrides: dict[str, Any] = field(default_factory=dict)
+    student_overrides: dict[str, Any] = field(default_factory=dict)
     fresh: bool = False
     progress: bool = True
 
@@ -196,26 +199,8 @@ def _require(module: str, stage: str) -> Any:
 
 
 def find_config(name: str) -> Path:
-    """A training config: the path itself, else ``configs/<name>[.yaml]`` in the working directory, the
-    source checkout or the installed package."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    here = Path(__file__).resolve()
-    roots = [Path.cwd() / "configs", here.parents[3] / "configs", here.parents[1] / "configs"]
-    for root in roots:
-        for cand in (root / name, root / f"{name}.yaml"):
-            if cand.is_file():
-                return cand
-    raise ConfigError(
-        f"training config {name!r} not found (looked in {', '.join(str(r) for r in roots)}); "
-        "pass --teacher-config/--student-config with a YAML path"
-    )
-
-
-def _yaml_value(value: Any) -> str:
-    """A value as YAML flow text for a ``key=value`` override (JSON is valid YAML)."""
-    return json.dumps(value)
+    """A training config: a shipped preset's name (``teacher_tiny``) or a path to a YAML file."""
+    return _find_config(name, what="training config")
 
 
 def _count_params(model: Any) -> int:
@@ -520,25 +505,25 @@ class Quickstart:
         }
 
     # ================================================================================ 2./4. training
-    def _train_overrides(self, run_dir: Path, sources: list[dict[str, Any]], size: int) -> list[str]:
+    def _train_overrides(self, run_dir: Path, sources: list[dict[str, Any]], size: int) -> dict[str, Any]:
         o = self.o
         w, h = o.render_size
         val = [{"kind": "render", "seed": VAL_SEED, "num_samples": o.val_samples, "render_size": [w, h],
                 "sources": ["rendered"]}]  # fmt: skip
-        return [
-            f"out_dir={_yaml_value(str(run_dir))}",
-            f"seed={o.seed}",
-            f"data.size={size}",
-            f"data.sources={_yaml_value(sources)}",
-            f"data.val_sources={_yaml_value(val)}",
-            f"data.val_samples={o.val_samples}",
-            "data.num_workers=0",
-            f"train.threads={self.threads}",
-            f"train.progress={_yaml_value(o.progress)}",
-            "train.val_every=0",
-            "train.image_every=0",
-            "train.keep_last=1",
-        ]
+        return {
+            "out_dir": str(run_dir),
+            "seed": o.seed,
+            "data.size": size,
+            "data.sources": sources,
+            "data.val_sources": val,
+            "data.val_samples": o.val_samples,
+            "data.num_workers": 0,
+            "train.threads": self.threads,
+            "train.progress": o.progress,
+            "train.val_every": 0,
+            "train.image_every": 0,
+            "train.keep_last": 1,
+        }
 
     def _plan_steps(self, cfg: Any, task_cls: type, budget: float, stage: str) -> tuple[int, dict[str, Any]]:
         steps, plan = plan_steps(cfg, task_cls, budget, self.o.min_steps, self.o.max_steps)
@@ -546,26 +531,26 @@ class Quickstart:
                  f"{steps} steps for a {budget:.0f}s budget")  # fmt: skip
         return steps, plan
 
-    def _finish_training_overrides(self, steps: int, cfg: Any) -> list[str]:
+    def _finish_training_overrides(self, steps: int, cfg: Any) -> dict[str, Any]:
         warm = min(int(cfg.optim.warmup_steps), max(1, steps // 10))
-        return [f"train.steps={steps}", f"train.ckpt_every={steps}", f"train.log_every={max(1, steps // 200)}",
-                f"optim.warmup_steps={warm}"]  # fmt: skip
+        return {"train.steps": steps, "train.ckpt_every": steps, "train.log_every": max(1, steps // 200),
+                "optim.warmup_steps": warm}  # fmt: skip
 
-    def _train(self, stage: str, config_name: str, user_overrides: list[str], extra: list[str], budget: float,
-               task_mod: str, task_cls_name: str, run_fn_name: str) -> dict[str, Any]:  # fmt: skip
+    def _train(self, stage: str, config_name: str, user_overrides: dict[str, Any], extra: dict[str, Any],
+               budget: float, task_mod: str, task_cls_name: str, run_fn_name: str) -> dict[str, Any]:  # fmt: skip
         cfgmod = _require("metricanything.train.config", stage)
         mod = _require(task_mod, stage)
         task_cls = getattr(mod, task_cls_name)
         run_fn = getattr(mod, run_fn_name)
         path = find_config(config_name)
-        base = extra + list(user_overrides)
-        cfg = cfgmod.load_config(path, base)
+        base = merge_overrides(extra, user_overrides)
+        cfg = cfgmod.load_config(path, base, stage=stage)
         steps, plan = self._plan_steps(cfg, task_cls, budget, stage)
-        final_overrides = base + self._finish_training_overrides(steps, cfg)
+        final_overrides = merge_overrides(base, self._finish_training_overrides(steps, cfg))
         if "max_seconds" in {f.name for f in dataclasses.fields(cfgmod.RunConfig)}:
             # a hard wall-clock cap, when the training loop offers one (safety net for a wrong calibration)
-            final_overrides.append(f"train.max_seconds={1.25 * budget:.0f}")
-        cfg = cfgmod.load_config(path, final_overrides)
+            final_overrides["train.max_seconds"] = round(1.25 * budget)
+        cfg = cfgmod.load_config(path, final_overrides, stage=stage)
         run_dir = Path(cfg.out_dir)
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -579,7 +564,8 @@ class Quickstart:
         first = next((r for r in logs if r.get("kind") == "train"), {})
         return {
             "config_file": str(path),
-            "overrides": final_overrides,
+            "config_arg": config_name if Path(config_name).name == config_name else str(path),
+            "overrides": format_set(final_overrides),
             "plan": plan,
             "train_seconds": train_s,
             "steps": result.step,
@@ -598,11 +584,11 @@ class Quickstart:
         extra = self._train_overrides(self.teacher_run, [{"kind": "folder", "path": str(self.corpus)}], o.train_size)
         # the network runs at the scale it is trained at: inputs of any size are resized to a train_size long side
         # (measured without it: validation AbsRel 0.096 on 64 px crops but 0.32 / 4.1 on the 160x120 benchmarks)
-        extra.append(f"model.overrides.image_size={o.train_size}")
+        extra["model.overrides.image_size"] = o.train_size
         info = self._train("pretrain", o.teacher_config or "teacher_tiny", o.teacher_overrides, extra,
                            o.teacher_fraction * o.budget_s, "metricanything.train.pretrain", "PretrainTask",
                            "run_pretrain")  # fmt: skip
-        info["command"] = (f"metricanything pretrain --config {info['config_file']} "
+        info["command"] = (f"metricanything pretrain --config {_quote(info['config_arg'])} "
                            + " ".join(f"--set {_quote(s)}" for s in info["overrides"]))  # fmt: skip
         return info
 
@@ -613,10 +599,10 @@ class Quickstart:
         budget = max(budget, 0.05 * o.budget_s)
         extra = self._train_overrides(self.student_run, [{"kind": "shards", "path": str(self.pseudo)}],
                                       o.student_train_size)
-        extra.append(f"distill.teacher={_yaml_value(str(self.teacher_run / 'model'))}")
+        extra["distill.teacher"] = str(self.teacher_run / "model")
         info = self._train("distill", o.student_config or "student_tiny", o.student_overrides, extra, budget,
                            "metricanything.train.distill", "DistillTask", "run_distill")  # fmt: skip
-        info["command"] = (f"metricanything distill --config {info['config_file']} "
+        info["command"] = (f"metricanything distill --config {_quote(info['config_arg'])} "
                            + " ".join(f"--set {_quote(s)}" for s in info["overrides"]))  # fmt: skip
         return info
 
@@ -841,8 +827,8 @@ def quickstart_command(o: QuickstartOptions) -> str:
         if name == "render_size":
             value = f"{value[0]}x{value[1]}"
         words += [flag, _quote(f"{value:g}" if isinstance(value, float) else str(value))]
-    words += [w for s in o.teacher_overrides for w in ("--set-teacher", _quote(s))]
-    words += [w for s in o.student_overrides for w in ("--set-student", _quote(s))]
+    words += [w for s in format_set(o.teacher_overrides) for w in ("--set-teacher", _quote(s))]
+    words += [w for s in format_set(o.student_overrides) for w in ("--set-student", _quote(s))]
     return " ".join(words)
 
 

@@ -1,53 +1,62 @@
-"""Training configuration: dataclasses validated from YAML, with ``--set a.b=c`` command-line overrides.
+"""Training configuration: one dataclass per stage, read strictly from YAML plus overrides.
 
-One :class:`TrainConfig` describes a run of either stage (``stage: pretrain`` or ``stage: distill``).
-Loading goes: dataclass defaults -> YAML file (deep-merged) -> overrides (in order) -> validation.
-Validation is strict: an unknown key, a value of the wrong type or an out-of-range value raises
-:class:`~metricanything.errors.ConfigError` naming the dotted key (and the file). ints are accepted where a
-float is expected; nothing else is coerced. Override values are parsed as YAML (``3`` is an int, ``1e-4`` a
-float, ``[64, 64]`` a list, ``null`` None, ``abc`` a string). List items are addressed by index
-(``data.sources.0.weight=2``).
+* :class:`PretrainConfig` (``stage: pretrain``): teacher pretraining and fine-tuning.
+* :class:`DistillConfig` (``stage: distill``): student distillation.
+
+Each holds only the sections its stage reads; a key of the other stage is an error that names the key and
+the stage it belongs to:
+
+==============  =====================================================================================
+both stages     ``seed``, ``out_dir``, ``model`` (+ ``backbone``: pretrain only), ``data``
+                (+ ``val_prompt_fraction``: pretrain only), ``optim``, ``train``
+pretrain only   ``prompts`` (sampler, PDSA/GMDR prep, prior, pattern), ``loss`` = :class:`PretrainLossConfig`
+                (trim, space, grad_weight, grad_scales)
+distill only    ``loss`` = :class:`DistillLossConfig` (n_bins, balance, depth_range, fov_weight),
+                ``distill`` (teacher, encoder initialisation, head bias, untrusted GT)
+==============  =====================================================================================
+
+Loading (:func:`load_config`) goes: dataclass defaults <- YAML file (deep-merged; a preset name such as
+``teacher_tiny`` or any path) <- overrides (a mapping, see :func:`metricanything.config.apply_overrides`)
+-> strict validation (:func:`metricanything.config.from_mapping`: unknown key, wrong type -> ConfigError
+naming the file and the dotted key) -> range checks (:meth:`TrainConfig.validate`, which also checks
+``model.overrides`` against the model preset and ``prompts.sampler`` / ``prompts.prep`` against their
+dataclasses).
+
+Resuming a run (:func:`resume_changes`) compares the checkpoint's config with the requested one: the
+settings in :data:`RESUMABLE_CHANGES` (length, logging, checkpoint cadence, threads, ...) may change and are
+applied; any other change is refused, naming the keys.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import json
 import os
-import re
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar
 
 import yaml
 
+from metricanything.config import (
+    apply_overrides,
+    deep_merge,
+    find_config,
+    flatten,
+    format_set,
+    from_mapping,
+    has_key,
+    merge_overrides,
+    parse_assignment,
+    parse_set,
+    prune_to_schema,
+    read_yaml,
+    to_plain,
+    yaml_load,
+)
 from metricanything.errors import ConfigError
 
 T = TypeVar("T")
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 safe loader that also reads ``1e-4`` (no dot) as a float, as YAML 1.2 and people do."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -90,11 +99,15 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     val_sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(seed=10_000_000, num_samples=16)])
     val_samples: int = 16
-    val_prompt_fraction: float = 0.01  # held-out prompts: this fraction of the valid pixels
     augment: bool = True
     num_workers: int = 0
     label_outlier_fraction: float = 0.0  # corrupt this fraction of target pixels (robustness experiments)
     label_outlier_sources: list[str] = field(default_factory=lambda: ["sfm", "mvs"])
+
+
+@dataclass
+class PretrainDataConfig(DataConfig):
+    val_prompt_fraction: float = 0.01  # held-out prompts: this fraction of the valid pixels
 
 
 @dataclass
@@ -116,11 +129,19 @@ class PromptConfig:
 
 
 @dataclass
-class LossConfig:
+class PretrainLossConfig:
+    """Robust MAE of the teacher (``losses.robust_mae``)."""
+
     trim: float = 0.2
     space: Literal["inverse", "log", "depth"] = "inverse"
     grad_weight: float = 0.0
     grad_scales: int = 4
+
+
+@dataclass
+class DistillLossConfig:
+    """Distance-balanced inverse-depth L1 of the student (+ the FoV head's loss)."""
+
     n_bins: int = 8
     balance: float = 1.0
     depth_range: list[float] | None = None
@@ -140,20 +161,31 @@ class OptimConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "test"
+    preset: str = "tiny"  # a student preset (models.student.student_config) or, for the teacher, see below
     overrides: dict[str, Any] = field(default_factory=dict)
     init: str | None = None  # checkpoint (save_pretrained folder) to start from
+
+
+@dataclass
+class TeacherModelConfig(ModelConfig):
+    preset: str = "test"  # a teacher preset (models.teacher.teacher_config)
     backbone: str | None = None  # pretrained ViT weights for the teacher's encoder (models.vit.load_backbone_weights)
 
 
 @dataclass
-class DistillConfig:
+class DistillSettings:
     teacher: str | None = None  # teacher checkpoint, for encoder initialisation
     init_encoder_from_teacher: bool = True
     # initial bias of the student's last head conv (before its ReLU), in canonical inverse depth units.
     # "auto": the median target C* = f/(W D) of the first 32 training items, so the student starts at the
     # (focal-aware) median prediction and no pixel starts in the ReLU's dead zone; a number; null = keep
     head_bias_init: float | Literal["auto"] | None = "auto"
+    # untrusted-scale GT samples (SfM/MVS) mixed into the training data:
+    #   oracle - scaled by their true metric scale times log-normal noise (sigma = oracle_noise); rendered data
+    #            only (others stay untrusted and out of the loss)
+    #   drop   - left out of the loss
+    untrusted_gt: Literal["oracle", "drop"] = "oracle"
+    oracle_noise: float = 0.1
 
 
 @dataclass
@@ -177,24 +209,24 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    stage: Literal["pretrain", "distill"] = "pretrain"
+    """The sections both stages read; a run is configured by :class:`PretrainConfig` or :class:`DistillConfig`."""
+
+    stage: str = ""
     seed: int = 0
     out_dir: str = "runs/train"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    #: the kind of model the stage trains ("teacher" or "student")
+    model_kind = ""
 
     def validate(self) -> None:
-        """Range checks that types alone cannot express."""
+        """Range checks that types alone cannot express; raises :class:`ConfigError` naming the key."""
         checks = [
             (self.data.size >= 8, "data.size must be >= 8"),
             (len(self.data.sources) >= 1, "data.sources must list at least one source"),
-            (0.0 <= self.loss.trim < 1.0, "loss.trim must be in [0, 1)"),
-            (self.loss.n_bins >= 1, "loss.n_bins must be >= 1"),
             (self.optim.lr > 0, "optim.lr must be > 0"),
             (self.optim.encoder_lr_mult >= 0, "optim.encoder_lr_mult must be >= 0"),
             (len(self.optim.betas) == 2, "optim.betas must have two values"),
@@ -207,236 +239,333 @@ class TrainConfig:
             (self.train.ckpt_every >= 1, "train.ckpt_every must be >= 1"),
             (self.train.log_every >= 1, "train.log_every must be >= 1"),
             (0.0 <= self.data.label_outlier_fraction < 1.0, "data.label_outlier_fraction must be in [0, 1)"),
-            (0.0 < self.data.val_prompt_fraction <= 1.0, "data.val_prompt_fraction must be in (0, 1]"),
-            (0.0 <= self.prompts.p_no_prompt <= 1.0, "prompts.p_no_prompt must be in [0, 1]"),
         ]
-        for src in self.data.sources + self.data.val_sources:
-            checks.append((src.weight >= 0, "data.sources[*].weight must be >= 0"))
-            checks.append((src.kind == "render" or bool(src.path), f"a {src.kind!r} source needs a path"))
-            checks.append((src.kind != "loader" or bool(src.name), "a 'loader' source needs a name (e.g. kitti)"))
-            checks.append((0.0 <= src.max_bad_fraction <= 1.0, "data.sources[*].max_bad_fraction must be in [0, 1]"))
-            checks.append((src.min_draws >= 1, "data.sources[*].min_draws must be >= 1"))
+        for name in ("sources", "val_sources"):
+            for i, src in enumerate(getattr(self.data, name)):
+                where = f"data.{name}.{i}"
+                checks.append((src.weight >= 0, f"{where}.weight must be >= 0"))
+                checks.append((src.kind == "render" or bool(src.path), f"{where}: a {src.kind!r} source needs a path"))
+                checks.append((src.kind != "loader" or bool(src.name), f"{where}: a 'loader' source needs a name (e.g. kitti)"))
+                checks.append((0.0 <= src.max_bad_fraction <= 1.0, f"{where}.max_bad_fraction must be in [0, 1]"))
+                checks.append((src.min_draws >= 1, f"{where}.min_draws must be >= 1"))
         checks.append((sum(s.weight for s in self.data.sources) > 0, "data.sources weights sum to 0"))
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """``model.overrides`` must be fields of the model config and build with ``model.preset``."""
+        m = self.model
+        if m.init:
+            if m.overrides:
+                raise ConfigError(
+                    "model.overrides cannot change a model loaded from model.init; drop them (--set model.overrides={})"
+                )
+            return
+        if self.model_kind == "teacher":
+            from metricanything.models.teacher import TeacherConfig as model_cls
+            from metricanything.models.teacher import teacher_config as build
+        else:
+            from metricanything.models.student import StudentConfig as model_cls
+            from metricanything.models.student import student_config as build
+        names = {f.name for f in dataclasses.fields(model_cls) if f.init}
+        unknown = sorted(set(m.overrides) - names)
+        if unknown:
+            raise ConfigError(
+                f"model.overrides.{unknown[0]}: unknown {self.model_kind} setting; valid keys in model.overrides: "
+                + ", ".join(sorted(names))
+            )
+        try:
+            build(m.preset, **m.overrides)
+        except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise ConfigError(f"model (preset {m.preset!r}, overrides {m.overrides}): {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_plain(self)
+
+    @property
+    def untrusted_oracle_noise(self) -> float | None:
+        """Noise of the oracle alignment of untrusted-scale samples; None: they are not oracle-aligned."""
+        return None
+
+    @property
+    def prompt_pattern(self) -> str | None:
+        """The named pattern every training prompt is built with (None: the random sampler / no prompts)."""
+        return None
 
 
-# ---------------------------------------------------------------------------------------------- validation
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Teacher pretraining / fine-tuning (``stage: pretrain``)."""
 
+    stage: Literal["pretrain"] = "pretrain"
+    model: TeacherModelConfig = field(default_factory=TeacherModelConfig)
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    loss: PretrainLossConfig = field(default_factory=PretrainLossConfig)
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against type ``tp`` (recursively) and return the typed value."""
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+    model_kind = "teacher"
+
+    def validate(self) -> None:
+        super().validate()
+        checks = [
+            (0.0 <= self.loss.trim < 1.0, "loss.trim must be in [0, 1)"),
+            (self.loss.grad_scales >= 1, "loss.grad_scales must be >= 1"),
+            (0.0 < self.data.val_prompt_fraction <= 1.0, "data.val_prompt_fraction must be in (0, 1]"),
+            (0.0 <= self.prompts.p_no_prompt <= 1.0, "prompts.p_no_prompt must be in [0, 1]"),
+            (self.prompts.oracle_noise >= 0, "prompts.oracle_noise must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        from metricanything.prompts.prep import PrepConfig
+        from metricanything.prompts.sampler import PromptSamplerConfig
+
+        from_mapping(PromptSamplerConfig, self.prompts.sampler, prefix="prompts.sampler")
+        from_mapping(PrepConfig, self.prompts.prep, prefix="prompts.prep")
+        if self.prompts.pattern:
+            from metricanything.prompts.patterns import parse_pattern
+
             try:
-                return _convert(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}")
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{where}: must be one of {list(get_args(tp))}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or tp is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        args = get_args(tp)
-        vt = args[1] if args else Any
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{where}: keys must be strings, got {k!r}")
-            out[k] = _convert(v, vt, f"{where}.{k}")
-        return out
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
+                parse_pattern(self.prompts.pattern)
+            except ValueError as exc:
+                raise ConfigError(f"prompts.pattern: {exc}") from exc
+
+    @property
+    def untrusted_oracle_noise(self) -> float | None:
+        return self.prompts.oracle_noise if self.prompts.prior == "oracle" else None
+
+    @property
+    def prompt_pattern(self) -> str | None:
+        return self.prompts.pattern
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(value, hints[name], f"{where}.{name}" if where != "config" else name)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{where}: {exc}") from exc
+@dataclass
+class DistillConfig(TrainConfig):
+    """Student distillation (``stage: distill``)."""
+
+    stage: Literal["distill"] = "distill"
+    loss: DistillLossConfig = field(default_factory=DistillLossConfig)
+    distill: DistillSettings = field(default_factory=DistillSettings)
+
+    model_kind = "student"
+
+    def validate(self) -> None:
+        super().validate()
+        dr = self.loss.depth_range
+        checks = [
+            (self.loss.n_bins >= 1, "loss.n_bins must be >= 1"),
+            (self.loss.fov_weight >= 0, "loss.fov_weight must be >= 0"),
+            (dr is None or (len(dr) == 2 and 0 < dr[0] < dr[1]), "loss.depth_range must be [min, max] with 0 < min < max"),
+            (self.distill.oracle_noise >= 0, "distill.oracle_noise must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    @property
+    def untrusted_oracle_noise(self) -> float | None:
+        return self.distill.oracle_noise if self.distill.untrusted_gt == "oracle" else None
 
 
-def _deep_merge(base: Any, update: Any) -> Any:
-    if isinstance(base, dict) and isinstance(update, dict):
-        out = dict(base)
-        for k, v in update.items():
-            out[k] = _deep_merge(base[k], v) if k in base else copy.deepcopy(v)
-        return out
-    return copy.deepcopy(update)
+#: stage name -> config class
+STAGES: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "distill": DistillConfig}
+#: an example preset per stage, for messages
+_EXAMPLE = {"pretrain": "teacher_tiny", "distill": "student_tiny"}
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a", "b", "c"], YAML-parsed value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = yaml_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
-    return key.split("."), value
+def _other_stage_hint(stage: str):
+    """unknown_hint for :func:`from_mapping`: a key of the other stage says so."""
+
+    def hint(dotted: str) -> str | None:
+        for other, cls in STAGES.items():
+            if other != stage and has_key(cls, dotted):
+                kind = cls.model_kind
+                return (f"{dotted} is a {other} ({kind}) setting, and this is a {stage} config, which does not "
+                        f"read it: remove it, or use a {other} config (e.g. {_EXAMPLE[other]})")
+        return None
+
+    return hint
 
 
-def apply_override(tree: dict[str, Any], text: str) -> None:
-    """Set one ``key.path=value`` override in a nested dict/list tree (in place)."""
-    path, value = parse_override(text)
-    node: Any = tree
-    for i, part in enumerate(path[:-1]):
-        where = ".".join(path[: i + 1])
-        if isinstance(node, list):
-            node = _list_item(node, part, where, text)
-        elif isinstance(node, dict):
-            if part not in node or not isinstance(node[part], (dict, list)):
-                raise ConfigError(f"override {text!r}: {where!r} is not a section")
-            node = node[part]
-        else:
-            raise ConfigError(f"override {text!r}: {where!r} is not a section")
-    last = path[-1]
-    if isinstance(node, list):
-        idx = _index(last, len(node), ".".join(path), text)
-        node[idx] = value
-    else:
-        node[last] = value  # unknown keys are reported by validation with their full path
-
-
-def _index(part: str, n: int, where: str, text: str) -> int:
-    try:
-        idx = int(part)
-    except ValueError as exc:
-        raise ConfigError(f"override {text!r}: {where!r} indexes a list, use an integer") from exc
-    if not -n <= idx < n:
-        raise ConfigError(f"override {text!r}: index {idx} out of range for a list of {n}")
-    return idx
-
-
-def _list_item(node: list, part: str, where: str, text: str) -> Any:
-    return node[_index(part, len(node), where, text)]
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def resolve_config_path(name: str | os.PathLike) -> Path:
-    """A path as given, else ``configs/<name>`` / ``configs/<name>.yaml`` relative to the working directory."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    for candidate in (Path("configs") / p, Path("configs") / f"{p}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"{name}: config file not found (also looked in ./configs/)")
+# ---------------------------------------------------------------------------------------------- loading
+Overrides = Mapping[str, Any]
 
 
 def build_config(
-    cls: type[T], data: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (), where: str = "config"
+    cls: type[T], data: Mapping[str, Any] | None = None, overrides: Overrides | None = None, where: str = ""
 ) -> T:
-    """Defaults of ``cls`` <- ``data`` (deep merge) <- ``overrides``, validated."""
-    tree = dataclasses.asdict(cls())
-    if data:
-        tree = _deep_merge(tree, data)
-    for text in overrides:
-        apply_override(tree, text)
-    cfg = from_dict(cls, tree, where)
+    """Defaults of dataclass ``cls`` <- ``data`` (deep merge) <- ``overrides``, validated (and ``validate()``-d)."""
+    tree = deep_merge(to_plain(cls()), dict(data or {}))
+    tree = apply_overrides(cls, tree, overrides, origin=where or "override")
+    cfg = from_mapping(cls, tree, origin=where)
     if hasattr(cfg, "validate"):
-        cfg.validate()
+        try:
+            cfg.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}" if where else str(exc)) from exc
     return cfg
 
 
+def _stage_of(data: Mapping[str, Any], origin: str, stage: str | None, overrides: Overrides | None) -> str:
+    file_stage = data.get("stage")
+    if file_stage is not None and file_stage not in STAGES:
+        raise ConfigError(f"{origin}: stage: must be one of {list(STAGES)}, got {file_stage!r}")
+    if stage is not None and stage not in STAGES:
+        raise ConfigError(f"unknown training stage {stage!r}; one of {list(STAGES)}")
+    if stage is not None and file_stage is not None and file_stage != stage:
+        raise ConfigError(
+            f"{origin}: is a {file_stage} config (stage: {file_stage}), but a {stage} config is needed here "
+            f"(e.g. {_EXAMPLE[stage]})"
+        )
+    chosen = stage or file_stage or (overrides or {}).get("stage")
+    if chosen not in STAGES:
+        raise ConfigError(
+            f"{origin}: which training stage? set `stage: pretrain` or `stage: distill` in the file, "
+            "or load it for a stage (metricanything pretrain / distill)"
+        )
+    return chosen
+
+
 def load_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> TrainConfig:
-    """Load a :class:`TrainConfig` from YAML (or defaults if ``path`` is None) and apply overrides."""
-    data = load_yaml(resolve_config_path(path)) if path is not None else {}
-    where = str(path) if path is not None else "config"
+    name_or_path: str | os.PathLike | None = None,
+    overrides: Overrides | None = None,
+    *,
+    stage: Literal["pretrain", "distill"] | None = None,
+) -> PretrainConfig | DistillConfig:
+    """Load a training config: a shipped preset name (``teacher_tiny``) or a YAML path, plus overrides.
+
+    ``overrides`` is a mapping of dotted keys (``{"train.steps": 2, "data.sources.0.weight": 2.0}``) or nested
+    sections (``{"train": {"steps": 2}}``), applied in order; ``--set`` strings go through
+    :func:`metricanything.config.parse_set` first. The stage comes from ``stage`` or the file's ``stage:``
+    (they must agree); with no file, ``stage`` is required. Returns a :class:`PretrainConfig` or a
+    :class:`DistillConfig`; every problem raises :class:`ConfigError` naming the file (or the override) and
+    the dotted key.
+    """
+    if name_or_path is not None:
+        path = find_config(name_or_path, what="training config")
+        origin = str(path)
+        data = read_yaml(path, what="training config")
+    else:
+        origin, data = "config", {}
+    chosen = _stage_of(data, origin, stage, overrides)
+    cls = STAGES[chosen]
+    hint = _other_stage_hint(chosen)
+    tree = deep_merge(to_plain(cls()), data)
+    cfg = from_mapping(cls, tree, origin=origin, unknown_hint=hint)  # the file alone: its own key errors
+    if overrides:
+        tree = apply_overrides(cls, tree, overrides, origin="override", unknown_hint=hint)
+        cfg = from_mapping(cls, tree, origin="override", unknown_hint=hint)
+        origin = f"{origin} with overrides {', '.join(overrides)}"
     try:
-        return build_config(TrainConfig, data, overrides)
+        cfg.validate()
     except ConfigError as exc:
-        if path is not None and not str(exc).startswith(where):
-            raise ConfigError(f"{where}: {exc}") from exc
-        raise
+        raise ConfigError(f"{origin}: {exc}") from exc
+    return cfg
 
 
 def dump_config(cfg: Any) -> str:
-    """YAML text of a config dataclass (round-trips through :func:`build_config`)."""
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+    """YAML text of a config dataclass (round-trips through :func:`build_config` / :func:`load_config`)."""
+    return yaml.safe_dump(to_plain(cfg), sort_keys=False)
 
 
-def config_from_mapping(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build a dataclass owned by another module (sampler, prep, model presets) with our strict checks."""
-    return from_dict(cls, data, where)
+def config_from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    """Build a dataclass owned by another module (sampler, prep, ...) with the strict checks; keys below ``where``."""
+    return from_mapping(cls, data, prefix=where)
+
+
+# ---------------------------------------------------------------------------------------------- resume
+#: Settings a resumed run may change: they alter neither the weights and optimiser state already computed nor
+#: which data each step sees. ``train.steps`` may grow (or shrink down to the checkpoint's step); the learning-
+#: rate schedule then follows the new length from the resumed step on.
+RESUMABLE_CHANGES = frozenset({
+    "out_dir",  # the run folder was moved
+    "train.steps",
+    "train.log_every",
+    "train.image_every",
+    "train.val_every",
+    "train.ckpt_every",
+    "train.keep_last",
+    "train.progress",
+    "train.threads",
+    "train.dump_rank_weights",
+    "train.max_seconds",
+    "data.num_workers",  # item i is a pure function of (seed, i): any number of workers yields the same batches
+})
+
+
+def _plain_json(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def resume_changes(stored: Mapping[str, Any] | str, requested: TrainConfig, *, source: str, step: int) -> dict[str, tuple[Any, Any]]:
+    """Compare the config a checkpoint was written with (``stored``: a mapping or its JSON) with ``requested``.
+
+    Returns ``{dotted key: (stored value, requested value)}`` for the changed settings that resuming honours
+    (:data:`RESUMABLE_CHANGES`). Any other change raises :class:`ConfigError` naming every such key with both
+    values and the fix (start a new run with another ``--out``, or drop those ``--set``\\ s). ``source`` names
+    the checkpoint, ``step`` is its step.
+    """
+    if isinstance(stored, str):
+        try:
+            stored = json.loads(stored)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: its recorded config is not valid JSON ({exc})") from exc
+    if not isinstance(stored, Mapping):
+        raise ConfigError(f"{source}: its recorded config is not a mapping")
+    cls = type(requested)
+    if stored.get("stage") != requested.stage:
+        raise ConfigError(
+            f"{source}: this run was trained by stage {stored.get('stage')!r}; it cannot be resumed as a "
+            f"{requested.stage} run. Start a new run with another --out."
+        )
+    try:  # fill the defaults of keys added since the checkpoint was written; drop keys since removed
+        old = to_plain(from_mapping(cls, deep_merge(to_plain(cls()), prune_to_schema(cls, stored)), origin=source))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: its recorded config cannot be read ({exc}); start a new run with another --out") from exc
+    before, after = flatten(_plain_json(old)), flatten(_plain_json(requested.to_dict()))
+    changed = {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE_CHANGES}
+    if requested.train.steps < step:
+        refused["train.steps"] = (before.get("train.steps"), requested.train.steps)
+    if refused:
+        lines = "\n".join(f"  {k}: {a!r} in the checkpoint, {b!r} requested" for k, (a, b) in refused.items())
+        too_short = (f"\n(train.steps {requested.train.steps} is below the checkpoint's step {step}.)"
+                     if requested.train.steps < step else "")
+        raise ConfigError(
+            f"{source}: --resume cannot change these settings of a run already at step {step}:\n{lines}{too_short}\n"
+            "Drop the --set (or config edits) for them to resume as the run was started, or start a new run with "
+            f"another --out. Resuming may change only: {', '.join(sorted(RESUMABLE_CHANGES))}."
+        )
+    return changed
+
+
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "STAGES",
+    "DataConfig",
+    "DistillConfig",
+    "DistillLossConfig",
+    "DistillSettings",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "PretrainDataConfig",
+    "PretrainLossConfig",
+    "PromptConfig",
+    "RunConfig",
+    "SourceConfig",
+    "TeacherModelConfig",
+    "TrainConfig",
+    "build_config",
+    "config_from_mapping",
+    "dump_config",
+    "format_set",
+    "load_config",
+    "merge_overrides",
+    "parse_assignment",
+    "parse_set",
+    "resume_changes",
+    "yaml_load",
+]

@@ -36,7 +36,7 @@ from torch import nn
 from metricanything.data.batch import collate_items
 from metricanything.errors import CheckpointError, ConfigError
 from metricanything.losses import distance_balanced_inverse_depth_loss
-from metricanything.train.config import TrainConfig
+from metricanything.train.config import DistillConfig
 from metricanything.train.data import imagenet_normalise
 from metricanything.train.loop import StepContext, TrainResult, train
 from metricanything.train.panels import make_panel
@@ -115,7 +115,7 @@ class DistillTask:
     encoder_prefixes = ("student.encoder.",)
     find_unused_parameters = False
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: DistillConfig) -> None:
         self.cfg = cfg
         self._val: list[dict[str, Any]] | None = None
         self.init_report: tuple[int, int] | None = None
@@ -252,7 +252,7 @@ class DistillTask:
         save_pretrained(student, out_dir, extra_card={"trained_by": "metricanything distill", "train_config": self.cfg.to_dict()})
 
 
-def run_distill(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+def run_distill(cfg: DistillConfig, *, resume: bool = False) -> TrainResult:
     """Distil a student as configured."""
     if cfg.stage != "distill":
         raise ConfigError(f"config stage is {cfg.stage!r}; `distill` needs stage: distill")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -42,9 +43,11 @@ import torch.distributed as dist
 from torch import nn
 
 from metricanything.atomic import write_text_atomic
+from metricanything.config import yaml_load
 from metricanything.data.batch import FAULTS_KEY
 from metricanything.data.sources import DataFaults
 from metricanything.errors import CheckpointError, ConfigError, MetricAnythingError
+from metricanything.extras import missing_extra_message
 from metricanything.train.checkpointing import (
     capture_rng_state,
     latest_checkpoint,
@@ -53,7 +56,7 @@ from metricanything.train.checkpointing import (
     restore_rng_state,
     save_checkpoint,
 )
-from metricanything.train.config import TrainConfig, dump_config
+from metricanything.train.config import TrainConfig, dump_config, resume_changes
 from metricanything.train.data import account_data_faults, make_loader
 
 MAX_BAD_STEPS = 10
@@ -332,6 +335,12 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step if start_step else None)
+        except ImportError as exc:  # the optional extra: without it log.jsonl still gets every scalar
+            if importlib.util.find_spec("tensorboard") is None:
+                print(f"[train] {missing_extra_message('tensorboard', 'TensorBoard logging')}; scalars still go to "
+                      f"{self.jsonl}", flush=True)
+            else:
+                print(f"[train] TensorBoard disabled ({exc})", flush=True)
         except Exception as exc:  # noqa: BLE001 - TensorBoard is optional at runtime
             print(f"[train] TensorBoard disabled ({exc})", flush=True)
         if cfg.train.progress:
@@ -421,6 +430,20 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     out = Path(cfg.out_dir)
+    # ---- resume: the newest checkpoint and the settings changed since it was written (a change that resuming
+    # cannot honour raises here, before anything is written; the allowed ones are applied and recorded)
+    ckpt = latest_checkpoint(out) if resume else None
+    state = load_checkpoint(ckpt) if ckpt is not None else None
+    changed: dict[str, tuple[Any, Any]] = {}
+    unchecked = False
+    if state is not None:
+        stored = state.get("config_json")
+        if stored is None and (out / "config.yaml").is_file():
+            stored = yaml_load((out / "config.yaml").read_text(encoding="utf-8"))
+        if stored is None:
+            unchecked = True
+        else:
+            changed = resume_changes(stored, cfg, source=str(ckpt), step=int(state["step"]))
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_config(cfg))
@@ -445,9 +468,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
 
     # ---- resume
     start_step, resumed_from, data_state = 0, None, None
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt)
+    if state is not None:
         try:
             if d.enabled and cfg.train.fsdp:
                 with _full_state(model, cfg, d):
@@ -479,6 +500,11 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         log.message(f"[train] --resume: no checkpoint in {out / 'checkpoints'}, starting from step 0")
     elif ckpt is not None:
         log.message(f"[train] resumed from {ckpt} (step {start_step})")
+        if changed:
+            log.message("[train] resume: changed settings applied (config.yaml records them): "
+                        + "; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        if unchecked:
+            log.message(f"[train] resume: {ckpt} records no config; the requested settings were not compared with it")
 
     dataset = task.dataset()
     faults: DataFaults | None = dataset.fault_counter() if hasattr(dataset, "fault_counter") else None

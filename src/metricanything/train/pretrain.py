@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from metricanything.config import from_mapping
 from metricanything.data.batch import collate_items, to_item
 from metricanything.data.sources import DataFaults, SourceMixture, item_rng
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.losses import gradient_matching_loss, robust_mae
-from metricanything.train.config import TrainConfig, config_from_mapping
+from metricanything.train.config import PretrainConfig, TrainConfig
 from metricanything.train.data import corrupt_labels, imagenet_normalise, oracle_align, training_view
 from metricanything.train.loop import StepContext, TrainResult, train
 from metricanything.train.panels import make_panel
@@ -61,17 +62,18 @@ class PretrainDataset(torch.utils.data.Dataset):
         if (self.corrupt and cfg.data.label_outlier_fraction > 0
                 and _sensor_selected(sample.sensor, cfg.data.label_outlier_sources)):
             sample, outliers = corrupt_labels(sample, cfg.data.label_outlier_fraction, item_rng(self.seed, index, _STREAM_LABELS))
-        if not sample.metric_scale_trusted and cfg.prompts.prior == "oracle":
-            aligned = oracle_align(sample, cfg.prompts.oracle_noise, item_rng(self.seed, index, _STREAM_PREP))
+        noise = cfg.untrusted_oracle_noise
+        if not sample.metric_scale_trusted and noise is not None:
+            aligned = oracle_align(sample, noise, item_rng(self.seed, index, _STREAM_PREP))
             if aligned is not None:
                 sample = aligned
         rng = item_rng(self.seed, index, _STREAM_VIEW) if self.augment else None
         view = training_view(sample, cfg.data.size, rng)
         item = to_item(view, index, s, faults)
-        if cfg.prompts.pattern:
+        if cfg.prompt_pattern:
             from metricanything.prompts.patterns import make_prompt
 
-            prompt = make_prompt(cfg.prompts.pattern, view.depth, view.valid, view.intrinsics, view.image,
+            prompt = make_prompt(cfg.prompt_pattern, view.depth, view.valid, view.intrinsics, view.image,
                                  seed=int(item_rng(self.seed, index, _STREAM_PATTERN).integers(2**31)))
             pd, pm = prompt.to_map()
             item["prompt_depth"] = torch.from_numpy(np.where(pm, pd, 0).astype(np.float32))[None]
@@ -92,13 +94,13 @@ class PretrainTask:
     encoder_prefixes = ("encoder.",)
     find_unused_parameters = False
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: PretrainConfig) -> None:
         from metricanything.prompts.prep import PrepConfig
         from metricanything.prompts.sampler import PromptSamplerConfig
 
         self.cfg = cfg
-        self.sampler_cfg = config_from_mapping(PromptSamplerConfig, cfg.prompts.sampler, "prompts.sampler")
-        self.prep_cfg = config_from_mapping(PrepConfig, cfg.prompts.prep, "prompts.prep")
+        self.sampler_cfg = from_mapping(PromptSamplerConfig, cfg.prompts.sampler, prefix="prompts.sampler")
+        self.prep_cfg = from_mapping(PrepConfig, cfg.prompts.prep, prefix="prompts.prep")
         self._val: list[dict[str, Any]] | None = None
 
     # ---- model
@@ -262,7 +264,7 @@ class PretrainTask:
         save_pretrained(model, out_dir, extra_card={"trained_by": "metricanything pretrain", "train_config": self.cfg.to_dict()})
 
 
-def run_pretrain(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> TrainResult:
     """Pretrain (or fine-tune, with ``model.init``) a teacher as configured."""
     if cfg.stage != "pretrain":
         raise ConfigError(f"config stage is {cfg.stage!r}; `pretrain` needs stage: pretrain")

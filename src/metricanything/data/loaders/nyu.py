@@ -94,8 +94,9 @@ def load_nyu(
 
     ``intrinsics`` overrides the published ones (required when the arrays are not 640 x 480, e.g. a crop).
     """
-    import h5py
+    from metricanything.extras import require_extra
 
+    h5py = require_extra("h5py", "reading NYU Depth v2 (MATLAB v7.3 .mat)")
     root = Path(root)
     mat = root / MAT_NAME if root.is_dir() else root
     if not mat.is_file():
