@@ -186,6 +186,20 @@ def _prompt_fidelity(model_dir: Path, n: int = 8, points: int = 500) -> dict[str
             "protocol": "render_sample(4_000_000 + i, 320x240), points:500 from the GT, GT intrinsics, api.infer"}  # fmt: skip
 
 
+def _views_line(kind: str, train_cfg: str, model_cfg: dict[str, Any]) -> list[str]:
+    """The student's training-view size vs its network input, from the resolved training config."""
+    if kind != "student" or not train_cfg:
+        return []
+    import yaml
+
+    size = (yaml.safe_load(train_cfg).get("data") or {}).get("size")
+    s = 4 * int(model_cfg.get("tile_size", 0))
+    if not size or not s:
+        return []
+    return [f"Training views {size}x{size} px, network input {s}x{s} px; the distillation loss is computed at the "
+            "network resolution, on every output pixel (docs/design.md, \"Striped student\").", ""]  # fmt: skip
+
+
 def cmd_card(args: argparse.Namespace) -> int:
     from metricanything import __version__
     from metricanything.models.checkpoint import from_pretrained
@@ -264,10 +278,13 @@ def cmd_card(args: argparse.Namespace) -> int:
         *args.command,
         "```",
         "",
-        "All run by `scripts/train_bundled.sh` (BUNDLED_MINUTES per model): `train.steps` was set from a wall-clock "
-        "budget by `scripts/bundle_models.py plan` (a few timed steps), the fp32 training output was converted to "
-        "fp16 by `scripts/bundle_models.py install`, and this card written by `scripts/bundle_models.py card`.",
+        "All run by `scripts/train_bundled.sh`: "
+        + (" ".join(args.note) + " " if args.note else "`train.steps` was set from a wall-clock budget by "
+           "`scripts/bundle_models.py plan` (a few timed steps). ")
+        + "The fp32 training output was converted to fp16 by `scripts/bundle_models.py install`, and this card "
+        "written by `scripts/bundle_models.py card`.",
         "",
+        *_views_line(args.kind, train_cfg, c),
         f"Config file: `{args.config}` (the fully resolved config is in `training.json`). Training ran "
         f"{summary.get('step', '?')} steps in {summary.get('seconds_this_run', float('nan')):.0f} s; final loss "
         f"{summary.get('final_loss', float('nan')):.4g}; held-out validation at the end: "
@@ -336,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the training config used (a shipped preset name or a path)")
     p.add_argument("--eval", action="append", default=[], metavar="DIR", help="metricanything eval --out folder")
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
+    p.add_argument("--note", action="append", default=[], metavar="TEXT",
+                   help="how the run was set up (budget, stages); default: steps from `plan`")
     args = parser.parse_args(argv)
     return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card}[args.cmd](args)
 

@@ -4,6 +4,8 @@
 # safetensors + config.json + MODEL_CARD.md + training.json (measured with `metricanything eval`).
 #
 #   BUNDLED_MINUTES=20 scripts/train_bundled.sh          # ~20 min of training per model (default 20)
+#   BUNDLED_STAGES=student BUNDLED_MINUTES=10 scripts/train_bundled.sh
+#                       # re-train only the student, from the installed bundled teacher (pseudo-labels, encoder)
 #
 # Environment knobs (defaults in brackets):
 #   BUNDLED_MINUTES  training wall-clock budget per model, minutes [20]; the step count is calibrated
@@ -15,6 +17,9 @@
 #   BUNDLED_WORKERS  render processes [2]
 #   BUNDLED_DEST     where the models are installed [src/metricanything/assets/models]
 #   BUNDLED_MIN_STEPS fewest training steps per model [10]
+#   BUNDLED_STAGES   all | student [all]: `student` keeps the installed teacher ($BUNDLED_DEST/teacher) and
+#                    re-makes the corpus, its pseudo-labels (by that teacher), the student, its evals and card
+#   BUNDLED_STUDENT_STEPS  fixed student step count instead of the BUNDLED_MINUTES calibration [unset]
 #   BUNDLED_THREADS  torch intra-op threads of every command [1]; the training configs also use 1 thread +
 #                    1 loader worker (on a shared 2-core CPU, 2 threads per process measured 5-10x slower)
 #   PYTHON           interpreter [.venv/bin/python]
@@ -32,6 +37,8 @@ EVALN="${BUNDLED_EVAL_N:-16}"
 WORKERS="${BUNDLED_WORKERS:-2}"
 DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
 MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
+STAGES="${BUNDLED_STAGES:-all}"
+case "$STAGES" in all|student) ;; *) echo "BUNDLED_STAGES must be all or student, got $STAGES" >&2; exit 2 ;; esac
 MA=("$PY" -m metricanything.cli)
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS="${BUNDLED_THREADS:-1}" OPENBLAS_NUM_THREADS="${BUNDLED_THREADS:-1}"
@@ -56,28 +63,41 @@ run "${MA[@]}" render --out "$WORK/corpus" --num "$NUM" --seed 0 --size "$SIZE" 
     --workers "$WORKERS" --no-progress
 
 # 2. the teacher: steps calibrated to the budget, then `metricanything pretrain`
-TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
-TSTEPS=$("$PY" scripts/bundle_models.py plan --config teacher_bundled --minutes "$MINUTES" \
-    --min-steps "$MINSTEPS" "${TSET[@]}")
-log "teacher: $TSTEPS steps for $MINUTES min"
-run "${MA[@]}" pretrain --config teacher_bundled "${TSET[@]}" --set "train.steps=$TSTEPS" \
-    --set train.progress=false
+if [[ "$STAGES" == all ]]; then
+  TEACHER="$WORK/teacher/model"
+  TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
+  TSTEPS=$("$PY" scripts/bundle_models.py plan --config teacher_bundled --minutes "$MINUTES" \
+      --min-steps "$MINSTEPS" "${TSET[@]}")
+  log "teacher: $TSTEPS steps for $MINUTES min"
+  run "${MA[@]}" pretrain --config teacher_bundled "${TSET[@]}" --set "train.steps=$TSTEPS" \
+      --set train.progress=false
+else
+  TEACHER="$DEST/teacher"
+  log "student only: pseudo-labels and encoder from the installed teacher $TEACHER"
+fi
 
 # 3. pseudo-labels of the corpus
-run "${MA[@]}" pseudo-label --teacher "$WORK/teacher/model" --data "$WORK/corpus" --out "$WORK/pseudo" \
+run "${MA[@]}" pseudo-label --teacher "$TEACHER" --data "$WORK/corpus" --out "$WORK/pseudo" \
     --limit "$NPSEUDO" --shard-size 250 --no-progress
 
 # 4. the student (with its FoV head), encoder from the teacher
-SSET=(--set "out_dir=$WORK/student" --set "distill.teacher=$WORK/teacher/model"
+SSET=(--set "out_dir=$WORK/student" --set "distill.teacher=$TEACHER"
       --set "data.sources=[{kind: shards, path: \"$WORK/pseudo\"}]")
-SSTEPS=$("$PY" scripts/bundle_models.py plan --config student_bundled --minutes "$MINUTES" \
-    --min-steps "$MINSTEPS" "${SSET[@]}")
-log "student: $SSTEPS steps for $MINUTES min"
+if [[ -n "${BUNDLED_STUDENT_STEPS:-}" ]]; then
+  SSTEPS="$BUNDLED_STUDENT_STEPS"
+  log "student: $SSTEPS steps (BUNDLED_STUDENT_STEPS)"
+else
+  SSTEPS=$("$PY" scripts/bundle_models.py plan --config student_bundled --minutes "$MINUTES" \
+      --min-steps "$MINSTEPS" "${SSET[@]}")
+  log "student: $SSTEPS steps for $MINUTES min"
+fi
 run "${MA[@]}" distill --config student_bundled "${SSET[@]}" --set "train.steps=$SSTEPS" \
     --set train.progress=false
 
 # 5. install as fp16 into the package
-"$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
+if [[ "$STAGES" == all ]]; then
+  "$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
+fi
 "$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
 
 # 6. measure the installed weights with `metricanything eval`
@@ -86,13 +106,15 @@ sed 's/^focal_source: gt/focal_source: predicted/; s/^description: /description:
     src/metricanything/configs/benchmarks/synthetic_indoor.yaml > "$WORK/synthetic_indoor_predicted_focal.yaml"
 TEVAL=() SEVAL=()
 for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
-  run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
-      --prompt points:500 downsample:8 lidar:16 extreme:5 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
-  run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
-      --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
+  if [[ "$STAGES" == all ]]; then
+    run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
+        --prompt points:500 downsample:8 lidar:16 extreme:5 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
+    run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
+        --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
+    TEVAL+=(--eval "$WORK/eval/teacher_${b}_prompted" --eval "$WORK/eval/teacher_${b}_free")
+  fi
   run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
       --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
-  TEVAL+=(--eval "$WORK/eval/teacher_${b}_prompted" --eval "$WORK/eval/teacher_${b}_free")
   SEVAL+=(--eval "$WORK/eval/student_${b}")
 done
 run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
@@ -108,9 +130,21 @@ for c in "${COMMANDS[@]}"; do
     *) TC+=(--command "$c") ;;
   esac
 done
-"$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
-    --config teacher_bundled "${TEVAL[@]}" "${TC[@]}"
+if [[ "$STAGES" == all ]]; then
+  "$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
+      --config teacher_bundled "${TEVAL[@]}" "${TC[@]}" \
+      --note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps)."
+fi
+SNOTE=()
+if [[ -n "${BUNDLED_STUDENT_STEPS:-}" ]]; then
+  SNOTE+=(--note "\`train.steps\` was fixed at $SSTEPS (BUNDLED_STUDENT_STEPS).")
+else
+  SNOTE+=(--note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps).")
+fi
+if [[ "$STAGES" == student ]]; then
+  SNOTE+=(--note "Student-only run (BUNDLED_STAGES=student): the pseudo-labels and the encoder initialisation come from the installed bundled teacher ($DEST/teacher, trained as its MODEL_CARD.md says), which was not re-trained.")
+fi
 "$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
-    --config student_bundled "${SEVAL[@]}" "${SC[@]}"
+    --config student_bundled "${SEVAL[@]}" "${SC[@]}" "${SNOTE[@]}"
 du -sh "$DEST"/*
 log "done: $DEST/{teacher,student}"

@@ -11,7 +11,7 @@ both stages     ``seed``, ``out_dir``, ``model`` (+ ``backbone``: pretrain only)
                 (+ ``val_prompt_fraction``: pretrain only), ``optim``, ``train``
 pretrain only   ``prompts`` (sampler, PDSA/GMDR prep, prior, pattern), ``loss`` = :class:`PretrainLossConfig`
                 (trim, space, grad_weight, grad_scales)
-distill only    ``loss`` = :class:`DistillLossConfig` (n_bins, balance, depth_range, fov_weight),
+distill only    ``loss`` = :class:`DistillLossConfig` (n_bins, balance, depth_range, grad_weight, grad_scales, fov_weight),
                 ``distill`` (teacher, encoder initialisation, head bias, untrusted GT)
 ==============  =====================================================================================
 
@@ -140,11 +140,14 @@ class PretrainLossConfig:
 
 @dataclass
 class DistillLossConfig:
-    """Distance-balanced inverse-depth L1 of the student (+ the FoV head's loss)."""
+    """Distance-balanced inverse-depth L1 of the student, + ``grad_weight`` x multi-scale gradient matching of
+    ln C over ``grad_scales`` scales (+ the FoV head's loss)."""
 
     n_bins: int = 8
     balance: float = 1.0
     depth_range: list[float] | None = None
+    grad_weight: float = 0.5
+    grad_scales: int = 4
     fov_weight: float = 0.1
 
 
@@ -356,6 +359,8 @@ class DistillConfig(TrainConfig):
         dr = self.loss.depth_range
         checks = [
             (self.loss.n_bins >= 1, "loss.n_bins must be >= 1"),
+            (self.loss.grad_scales >= 1, "loss.grad_scales must be >= 1"),
+            (self.loss.grad_weight >= 0, "loss.grad_weight must be >= 0"),
             (self.loss.fov_weight >= 0, "loss.fov_weight must be >= 0"),
             (dr is None or (len(dr) == 2 and 0 < dr[0] < dr[1]), "loss.depth_range must be [min, max] with 0 < min < max"),
             (self.distill.oracle_noise >= 0, "distill.oracle_noise must be >= 0"),

@@ -5,8 +5,15 @@ Per item: the same pipeline as pretraining without prompts (source mixture of ps
 sources, oracle alignment of untrusted GT, ``size`` x ``size`` training view). Per micro-batch:
 
 * the view (ImageNet-normalised) is resized to the student's S x S input (bilinear, ``align_corners=False``,
-  the official convention); the student's canonical inverse depth C is resized back to the view's size;
-* target C* = f_px / (W D) from the label depth D and the view's focal f_px and width W;
+  the official convention);
+* the loss is computed at the network resolution S x S, on every output pixel: a view of another size has its
+  label depth D and mask resized to S x S (nearest, no value mixing; :func:`network_target`). (The prediction
+  is never resized down to the view for the loss: a 512 -> 160 bilinear resize reads 2 of every 3.2 output
+  rows/columns on a grid that repeats every 16 px = one token, so the other rows got no gradient and the
+  bundled student learnt 16-px-periodic horizontal bands; docs/design.md, "Striped student".) Views of size S
+  (``data.size`` = S, as in the shipped configs) avoid any label resize;
+* target C* = f_px / (W D) from the label depth D and the view's focal f_px and width W (C* does not depend on
+  the resolution, f_px / W is the same at S x S);
 * loss = distance-balanced L1 between C and C* over valid pixels of metric-trusted samples, with the
   distance bands computed on the metric D (:func:`distance_balanced_inverse_depth_loss`);
 * plus ``fov_weight`` x |ln tan(fov_pred / 2) - ln tan(fov_gt / 2)| on samples whose intrinsics are known
@@ -35,8 +42,8 @@ from torch import nn
 
 from metricanything.data.batch import collate_items
 from metricanything.errors import CheckpointError, ConfigError
-from metricanything.losses import distance_balanced_inverse_depth_loss
-from metricanything.train.config import DistillConfig
+from metricanything.losses import distance_balanced_inverse_depth_loss, gradient_matching_loss
+from metricanything.train.config import DistillConfig, DistillLossConfig
 from metricanything.train.data import imagenet_normalise
 from metricanything.train.loop import StepContext, TrainResult, train
 from metricanything.train.panels import make_panel
@@ -92,6 +99,16 @@ def network_input(image: torch.Tensor, s: int) -> torch.Tensor:
     return x
 
 
+def network_target(depth: torch.Tensor, valid: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label depth B x 1 x H x W and its mask resized to the network's S x S (nearest: each output pixel takes
+    the label pixel containing its centre, depth and mask together, like ``resize_depth(mode="nearest")``)."""
+    if depth.shape[-2:] == (s, s):
+        return depth, valid
+    d = F.interpolate(depth.float(), size=(s, s), mode="nearest-exact")
+    v = F.interpolate(valid.float(), size=(s, s), mode="nearest-exact") > 0.5
+    return torch.where(v, d, torch.zeros_like(d)), v
+
+
 def predict_canonical(model: nn.Module, image: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(canonical inverse depth resized back to the image's H x W, fov or None) through a StudentForTraining."""
     c, fov = model(network_input(image, s))
@@ -107,6 +124,25 @@ def student_metric_depth(model: nn.Module, image: torch.Tensor, fx: torch.Tensor
     wrapper = model if isinstance(model, StudentForTraining) else StudentForTraining(model)
     c, _ = predict_canonical(wrapper, image, wrapper.student.network_size)
     return fx.to(image.device).view(-1, 1, 1, 1) / (float(image.shape[-1]) * c.clamp_min(1e-6))
+
+
+def canonical_loss(
+    c: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, depth: torch.Tensor, loss_cfg: DistillLossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's depth loss on canonical inverse depth C vs C* (B x 1 x S x S), bands from the metric
+    ``depth``: distance-balanced L1 + ``grad_weight`` x multi-scale gradient matching of ln C (scales
+    ``grad_scales``, every pixel at the finest). The L1 alone is blind to a zero-mean pattern smaller than
+    residuals of one sign (its cost is exactly 0 there); the gradient term is not (module docstring)."""
+    loss = distance_balanced_inverse_depth_loss(
+        c, target, valid, loss_cfg.n_bins, input_space="inverse", bin_depth=depth, balance=loss_cfg.balance,
+        depth_range=tuple(loss_cfg.depth_range) if loss_cfg.depth_range else None,
+    )
+    logs = {"balanced_l1": float(loss.detach())}
+    if loss_cfg.grad_weight > 0:
+        gm = gradient_matching_loss(c, target, valid, loss_cfg.grad_scales, space="log", input_space="inverse")
+        loss = loss + loss_cfg.grad_weight * gm
+        logs["grad_match"] = float(gm.detach())
+    return loss, logs
 
 
 class DistillTask:
@@ -177,17 +213,15 @@ class DistillTask:
     def loss(self, ctx: StepContext, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         s = ctx.raw.student.network_size
-        c, fov = predict_canonical(ctx.model, batch["image"], s)
+        c, fov = ctx.model(network_input(batch["image"], s))
+        c = c.float()  # S x S: the loss sees every output pixel (module docstring)
         w = float(batch["image"].shape[-1])
         f = batch["fx"].view(-1, 1, 1, 1)
-        valid = batch["valid"] & batch["metric_scale_trusted"].view(-1, 1, 1, 1)
-        depth = torch.where(valid, batch["depth"], torch.ones_like(batch["depth"]))
+        depth, valid = network_target(batch["depth"], batch["valid"], s)
+        valid = valid & batch["metric_scale_trusted"].view(-1, 1, 1, 1)
+        depth = torch.where(valid, depth, torch.ones_like(depth))
         target = f / (w * depth)
-        loss = distance_balanced_inverse_depth_loss(
-            c, target, valid, cfg.loss.n_bins, input_space="inverse", bin_depth=depth, balance=cfg.loss.balance,
-            depth_range=tuple(cfg.loss.depth_range) if cfg.loss.depth_range else None,
-        )
-        logs = {"balanced_l1": float(loss.detach())}
+        loss, logs = canonical_loss(c, target, valid, depth, cfg.loss)
         if fov is not None:
             gt = 2.0 * torch.atan(w / (2.0 * batch["fx"]))
             err = (fov_log_tan(torch.deg2rad(fov.float())) - fov_log_tan(gt)).abs()
@@ -195,7 +229,10 @@ class DistillTask:
             fov_loss = (err * known).sum() / known.sum().clamp_min(1.0)
             loss = loss + cfg.loss.fov_weight * fov_loss
             logs["fov_log_tan_l1"] = float(fov_loss.detach())
-        batch["pred"] = (f / (w * c.detach().clamp_min(1e-6))).float()
+        c_view = c.detach()
+        if c_view.shape[-2:] != batch["image"].shape[-2:]:
+            c_view = F.interpolate(c_view, size=batch["image"].shape[-2:], mode="bilinear", align_corners=False)
+        batch["pred"] = (f / (w * c_view.clamp_min(1e-6))).float()
         return loss, logs
 
     def validation_items(self) -> list[dict[str, Any]]:
