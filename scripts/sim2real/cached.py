@@ -1,6 +1,6 @@
 """Sim-to-real prototypes: frozen pretrained encoder with cached tokens, decoder-only training.
 
-Two sub-commands::
+Three sub-commands (``probe``: a token-grid CNN for prompt-free metric depth on the cached tokens)::
 
     # 1. N augmented training views of a source mixture (the pretrain data path: mixture -> oracle PDSA of
     #    untrusted renders -> random_augment to SIZE x SIZE), plus the frozen ViT's hooked tokens of each view
@@ -42,11 +42,15 @@ HOOKS = (2, 5, 8, 11)
 def parse_source(spec: str):
     from metricanything.train.config import SourceConfig
 
+    """``folder:PATH[:WEIGHT[:untrusted]]`` or ``render:SEED[:WEIGHT]`` (held-out renders: a seed far from the
+    corpus' seeds, exact depth of the ``rendered`` kind only)."""
     parts = spec.split(":")
-    kind, path = parts[0], parts[1]
     weight = float(parts[2]) if len(parts) > 2 else 1.0
+    if parts[0] == "render":
+        return SourceConfig(kind="render", seed=int(parts[1]), weight=weight, render_size=[256, 192],
+                            sources=["rendered"])
     trusted = not (len(parts) > 3 and parts[3] == "untrusted")
-    return SourceConfig(kind=kind, path=path, weight=weight, trusted=trusted)
+    return SourceConfig(kind=parts[0], path=parts[1], weight=weight, trusted=trusted)
 
 
 def build_views(sources: list[str], num: int, size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -104,6 +108,7 @@ class CachedEncoder(torch.nn.Module):
     def __init__(self, vit: torch.nn.Module) -> None:
         super().__init__()
         self.vit = vit
+        self.patch_size = vit.patch_size
         self.tokens: torch.Tensor | None = None
 
     def get_intermediate_layers(self, x, ids, norm=True):  # noqa: ARG002 - same signature as the ViT's
@@ -117,8 +122,11 @@ def build_model(args) -> Teacher:
         over.update(prompt_hidden=0, prompt_reference="scalar")
     if args.preset == "tiny":
         over["vit"] = "tiny"
-    if args.decoder_features:
-        over["decoder_features"] = args.decoder_features
+    if args.light:  # the tiny preset's decoder widths on the ViT-S tokens
+        over.update(reassemble_channels=(24, 48, 96, 192), decoder_features=32, head_features=16, prompt_hidden=16,
+                    refine_hidden=16)
+        if args.mode == "mono":
+            over.update(prompt_hidden=0, refine_hidden=0)
     model = Teacher(teacher_config("small" if args.preset == "small" else "tiny", **over))
     if args.preset == "small":
         model.load_backbone(args.backbone)
@@ -131,10 +139,15 @@ def build_model(args) -> Teacher:
     return model
 
 
-def load_cache(paths: list[str]) -> dict[str, torch.Tensor]:
+def load_cache(paths: list[str], shares: list[float] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Concatenated caches and per-view sampling weights (cache i draws ``shares[i]`` of the batches)."""
     parts = [load_file(p) for p in paths]
     keys = set.intersection(*(set(p) for p in parts))
-    return {k: torch.cat([p[k] for p in parts]) for k in keys}
+    shares = shares or [float(p["image"].shape[0]) for p in parts]
+    if len(shares) != len(parts):
+        raise SystemExit("--cache-share needs one value per --cache")
+    w = torch.cat([torch.full((p["image"].shape[0],), s / p["image"].shape[0]) for p, s in zip(parts, shares, strict=True)])
+    return {k: torch.cat([p[k] for p in parts]) for k in keys}, w
 
 
 def prompts_for(depth, valid, trusted, g, p_no_prompt: float):
@@ -232,8 +245,8 @@ def cmd_train(args) -> None:
     from realeval import uncap_knn
 
     uncap_knn()
-    data = load_cache(args.cache)
-    val = load_cache(args.val_cache) if args.val_cache else None
+    data, weights = load_cache(args.cache, args.cache_share)
+    val = load_cache(args.val_cache)[0] if args.val_cache else None
     frozen = args.encoder == "frozen" and args.preset == "small"
     if frozen and "tokens" not in data:
         raise SystemExit("--encoder frozen needs caches made with --backbone")
@@ -255,10 +268,8 @@ def cmd_train(args) -> None:
             p.requires_grad_(False)
     opt = torch.optim.AdamW(groups, weight_decay=0.05)
     base_lrs = [g["lr"] for g in groups]
-    n = data["image"].shape[0]
-    weights = torch.ones(n)
     if args.mode == "mono":  # untrusted views that PDSA could not prepare teach no metric scale
-        weights = data["trusted"].float()
+        weights = weights * data["trusted"].float()
     g = torch.Generator().manual_seed(args.seed)
     log = {"args": vars(args), "steps": [], "val": []}
     t0 = time.perf_counter()
@@ -291,7 +302,7 @@ def cmd_train(args) -> None:
         opt.step()
         step += 1
         if step % 25 == 0:
-            rec = {"step": step, "loss": float(loss), "s": round(time.perf_counter() - t0, 1)}
+            rec = {"step": step, "loss": float(loss.detach()), "s": round(time.perf_counter() - t0, 1)}
             log["steps"].append(rec)
             print(rec, flush=True)
     train_s = time.perf_counter() - t0
@@ -309,11 +320,116 @@ def cmd_train(args) -> None:
     print(f"{step} steps in {train_s:.0f} s -> {out / 'model'}")
 
 
+# ---------------------------------------------------------------------------------------------- probe
+class TokenProbe(torch.nn.Module):
+    """Prompt-free metric depth from frozen ViT tokens: a small CNN on the token grid predicting the canonical
+    log depth ln(z W / f) per token (the student's convention), bilinearly upsampled to the image."""
+
+    def __init__(self, dim: int = 384, layers: int = 4, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(dim * layers, hidden, 1), torch.nn.GELU(),
+            torch.nn.Conv2d(hidden, hidden, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(hidden, hidden, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(hidden, 1, 1),
+        )
+        torch.nn.init.constant_(self.net[-1].bias, 1.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # B x L x D x h x w -> B x 1 x h x w
+        return self.net(tokens.flatten(1, 2).float())
+
+
+def cell_targets(depth: torch.Tensor, valid: torch.Tensor, fx: torch.Tensor, grid: tuple[int, int]):
+    """Mean canonical log depth ln(z W / f) of the valid pixels of each token cell, and cell validity."""
+    w = depth.shape[-1]
+    canon = torch.log(depth.clamp_min(1e-6) * w / fx.view(-1, 1, 1, 1))
+    v = valid.float()
+    num = torch.nn.functional.adaptive_avg_pool2d(canon * v, grid)
+    den = torch.nn.functional.adaptive_avg_pool2d(v, grid)
+    return num / den.clamp_min(1e-6), den > 0.25
+
+
+def cmd_probe(args) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data, weights = load_cache(args.cache, args.cache_share)
+    weights = weights * data["trusted"].float()
+    grid = tuple(data["tokens"].shape[-2:])
+    targets, tvalid = cell_targets(data["depth"], data["valid"].bool(), data["fx"], grid)
+    probe = TokenProbe(layers=data["tokens"].shape[1])
+    opt = torch.optim.AdamW(probe.parameters(), lr=args.lr, weight_decay=0.05)
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.perf_counter()
+    log = {"args": vars(args), "steps": []}
+    for step in range(1, args.steps + 1):
+        lr = args.lr * min(1.0, step / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        idx = torch.multinomial(weights, args.batch_size, replacement=False, generator=g)
+        tok = data["tokens"][idx]
+        if torch.rand(1, generator=g) < 0.5:  # horizontal flip of tokens and targets (cells are symmetric)
+            tok, tgt, tv = tok.flip(-1), targets[idx].flip(-1), tvalid[idx].flip(-1)
+        else:
+            tgt, tv = targets[idx], tvalid[idx]
+        pred = probe(tok)
+        loss = ((pred - tgt).abs() * tv).sum() / tv.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            rec = {"step": step, "loss": float(loss.detach()), "s": round(time.perf_counter() - t0, 1)}
+            log["steps"].append(rec)
+            print(rec, flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(probe.state_dict(), str(out / "probe.safetensors"))
+    log["train_s"] = time.perf_counter() - t0
+    if args.val_cache:
+        val = load_cache(args.val_cache)[0]
+        vt, vv = cell_targets(val["depth"], val["valid"].bool(), val["fx"], grid)
+        with torch.no_grad():
+            p = probe(val["tokens"])
+        keep = val["trusted"].bool()
+        err = ((p - vt).abs() * vv).flatten(1).sum(1) / vv.flatten(1).sum(1).clamp_min(1)
+        d1 = ((((p - vt).abs() < math.log(1.25)) & vv).flatten(1).sum(1) / vv.flatten(1).sum(1).clamp_min(1))
+        log["val"] = {"cell_log_l1": float(err[keep].mean()), "cell_delta1": float(d1[keep].mean())}
+        print("held-out:", log["val"])
+    (out / "log.json").write_text(json.dumps(log, indent=1))
+
+
+class ProbeModel(torch.nn.Module):
+    """Frozen ViT-S/14 + TokenProbe as one monocular model: (image uint8, intrinsics) -> depth (metres)."""
+
+    def __init__(self, backbone: str, probe_path: str, image_size: int = 224) -> None:
+        super().__init__()
+        t = Teacher(teacher_config("small", image_size=None))
+        t.load_backbone(backbone)
+        self.vit = t.encoder.eval()
+        self.probe = TokenProbe()
+        self.probe.load_state_dict(load_file(probe_path))
+        self.image_size = image_size
+
+    @torch.no_grad()
+    def depth(self, image: np.ndarray, fx: float) -> np.ndarray:
+        from metricanything.models.teacher import network_size
+
+        h, w = image.shape[:2]
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        hs, ws, hp, wp = network_size(h, w, self.image_size, 14)
+        x = torch.nn.functional.interpolate(x, size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
+        x = torch.nn.functional.pad(imagenet_normalise(x), (0, wp - ws, 0, hp - hs))
+        tok = torch.stack(list(self.vit.get_intermediate_layers(x, list(HOOKS), norm=True)), 1)
+        c = self.probe(tok)  # canonical log depth on the token grid of the padded input
+        c = torch.nn.functional.interpolate(c, size=(hp, wp), mode="bilinear", align_corners=False)[..., :hs, :ws]
+        c = torch.nn.functional.interpolate(c, size=(h, w), mode="bilinear", align_corners=False)
+        return (torch.exp(c) * fx / w)[0, 0].numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cache")
-    c.add_argument("--source", action="append", required=True, help="KIND:PATH[:WEIGHT[:untrusted]]")
+    c.add_argument("--source", action="append", required=True, help="folder:PATH[:WEIGHT[:untrusted]] or render:SEED[:WEIGHT]")
     c.add_argument("--num", type=int, default=1000)
     c.add_argument("--size", type=int, default=224)
     c.add_argument("--seed", type=int, default=0)
@@ -322,6 +438,8 @@ def main() -> None:
     c.add_argument("--out", required=True)
     t = sub.add_parser("train")
     t.add_argument("--cache", action="append", required=True)
+    t.add_argument("--cache-share", type=float, action="append", default=None,
+                   help="share of the batches drawn from each --cache (default: by size)")
     t.add_argument("--val-cache", action="append", default=None)
     t.add_argument("--mode", choices=("teacher", "mono"), default="teacher")
     t.add_argument("--preset", choices=("small", "tiny"), default="small")
@@ -329,7 +447,7 @@ def main() -> None:
     t.add_argument("--encoder-lr-mult", type=float, default=0.1)
     t.add_argument("--backbone", default=None)
     t.add_argument("--init", default=None, help="start from this checkpoint (matching keys)")
-    t.add_argument("--decoder-features", type=int, default=0)
+    t.add_argument("--light", action="store_true", help="tiny-preset decoder widths (about 4x cheaper)")
     t.add_argument("--size", type=int, default=224, help="the model's image_size (long side)")
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--batch-size", type=int, default=8)
@@ -339,8 +457,18 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--out", required=True)
+    p = sub.add_parser("probe", help="token-grid CNN probe for prompt-free metric depth (cached tokens)")
+    p.add_argument("--cache", action="append", required=True)
+    p.add_argument("--cache-share", type=float, action="append", default=None)
+    p.add_argument("--val-cache", action="append", default=None)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
     args = ap.parse_args()
-    (cmd_cache if args.cmd == "cache" else cmd_train)(args)
+    {"cache": cmd_cache, "train": cmd_train, "probe": cmd_probe}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,34 @@ def knn_plane_only(image, K, pdepth, pmask) -> np.ndarray:
     return torch.exp(f + enc.log_scale.view(1, 1, 1, 1))[0, 0].numpy()
 
 
+class BoundedResidual(torch.nn.Module):
+    """Wraps the module that produces a teacher's final residual: ``bound * tanh(scale * r / bound)``
+    (``bound=0``: only the scale). ``scale=0`` gives the parameter-free reference alone."""
+
+    def __init__(self, inner: torch.nn.Module, scale: float = 1.0, bound: float = 0.0) -> None:
+        super().__init__()
+        self.inner, self.scale, self.bound = inner, scale, bound
+
+    def forward(self, *a, **k):
+        r = self.inner(*a, **k) * self.scale
+        return self.bound * torch.tanh(r / self.bound) if self.bound > 0 else r
+
+
+def gate_teacher(model, scale: float = 1.0, bound: float = 0.0, image_size: int | None = None):
+    """The teacher with its residual scaled / bounded and (optionally) another network input size."""
+    import copy
+
+    m = copy.deepcopy(model)
+    if image_size:
+        m.config.image_size = image_size
+    if scale != 1.0 or bound > 0:
+        if m.refiner is not None:
+            m.refiner = BoundedResidual(m.refiner, scale, bound)
+        else:
+            m.decoder = BoundedResidual(m.decoder, scale, bound)
+    return m
+
+
 def teacher_completion(model) -> CompletionFn:
     from metricanything.api import infer
     from metricanything.prompts.prompt import Prompt
@@ -217,8 +245,14 @@ def main() -> None:
     ap.add_argument("--frames", default=str(DEFAULT_FRAMES))
     ap.add_argument("--teacher", action="append", default=[], help="teacher checkpoint (repeatable)")
     ap.add_argument("--student", action="append", default=[], help="monocular model checkpoint (repeatable)")
+    ap.add_argument("--probe", action="append", default=[], help="cached.py probe output folder (repeatable)")
+    ap.add_argument("--backbone", default=None, help="the probe's frozen ViT-S/14 weights")
+    ap.add_argument("--probe-size", type=int, nargs="*", default=[224], help="network long side(s) for probes")
     ap.add_argument("--knn", action="store_true", help="also score the knn_plane reference alone")
     ap.add_argument("--capped", action="store_true", help="keep the released 1024-point knn cap")
+    ap.add_argument("--variants", nargs="*", default=[],
+                    help="extra teacher variants SCALE,BOUND,IMAGE_SIZE (e.g. 0.5,0,0 or 1,0.1,448) of every --teacher")
+    ap.add_argument("--image-size", type=int, default=0, help="override the models' image_size")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -229,14 +263,32 @@ def main() -> None:
         uncap_knn()
     frames = load_frames(args.frames)
     out: dict = {}
-    comp = {f"teacher{i}": teacher_completion(load_model(p)) for i, p in enumerate(args.teacher)}
+    comp = {}
+    for i, p in enumerate(args.teacher):
+        m = gate_teacher(load_model(p), image_size=args.image_size or None)
+        comp[f"teacher{i}"] = teacher_completion(m)
+        for v in args.variants:
+            sc, bd, isz = v.split(",")
+            comp[f"teacher{i}[{v}]"] = teacher_completion(gate_teacher(m, float(sc), float(bd), int(isz) or None))
     if args.knn:
         comp["knn_plane"] = knn_plane_only
     if comp or args.knn:
         out["completion"] = completion_table(frames, comp)
         print(json.dumps(out["completion"]["summary"], indent=1))
-    if args.student:
-        out["mono"] = mono_table(frames, {f"mono{i}": mono(load_model(p)) for i, p in enumerate(args.student)})
+    if args.student or args.probe:
+        monos = {}
+        for i, p in enumerate(args.probe):
+            from cached import ProbeModel
+
+            for size in args.probe_size:
+                pm = ProbeModel(args.backbone, str(Path(p) / "probe.safetensors"), image_size=size)
+                monos[f"probe{i}@{size}"] = lambda im, K, pm=pm: pm.depth(im, K.fx)
+        for i, p in enumerate(args.student):
+            m = load_model(p)
+            if args.image_size and hasattr(m, "config") and hasattr(m.config, "image_size"):
+                m.config.image_size = args.image_size
+            monos[f"mono{i}"] = mono(m)
+        out["mono"] = mono_table(frames, monos)
         print(json.dumps(out["mono"]["summary"], indent=1))
     out["models"] = {"teacher": args.teacher, "student": args.student}
     if args.json:
