@@ -27,9 +27,11 @@ from metricanything.data.loaders.eth3d import load_eth3d
 from metricanything.data.loaders.ibims import load_ibims
 from metricanything.data.loaders.kitti import load_kitti
 from metricanything.data.loaders.middlebury import load_middlebury
+from metricanything.data.loaders.mrpt_rawlog import load_mrpt_rawlog
 from metricanything.data.loaders.nuscenes import load_nuscenes
 from metricanything.data.loaders.nyu import load_nyu
 from metricanything.data.loaders.scannet import load_scannet
+from metricanything.data.loaders.stereo_pairs import load_stereo_pairs
 from metricanything.data.loaders.sunrgbd import load_sunrgbd
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import DatasetError
@@ -52,6 +54,8 @@ LOADERS: dict[str, Callable[..., Iterable[RGBDSample]]] = {
     "sunrgbd": load_sunrgbd,
     "scannet": load_scannet,
     "nuscenes": load_nuscenes,
+    "stereo_pairs": load_stereo_pairs,
+    "mrpt_rawlog": load_mrpt_rawlog,
 }
 ALIASES = {"nyuv2": "nyu", "nyu_depth_v2": "nyu", "ibims1": "ibims", "ibims-1": "ibims", "sun_rgbd": "sunrgbd", "middlebury2014": "middlebury"}
 
