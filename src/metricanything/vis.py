@@ -103,12 +103,15 @@ def depth_colorbar(fig: Any, cax: Any, lo: float, hi: float, label: str = "depth
     """A colour bar in metres matching :func:`colorize_depth` with range (lo, hi), drawn in axes ``cax``."""
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415 - see pyplot()
     from matplotlib.colors import ListedColormap, LogNorm  # noqa: PLC0415
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: PLC0415
 
     cmap = ListedColormap(DEPTH_LUT[::-1] / 255.0)  # the bar runs from lo (near, red) to hi (far, blue)
     bar = fig.colorbar(ScalarMappable(norm=LogNorm(vmin=lo, vmax=hi), cmap=cmap), cax=cax, **kwargs)
-    subs = (1.0, 2.0, 5.0) if hi / lo > 4 else (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)  # round metres, a few per bar
-    bar.ax.yaxis.set_major_locator(LogLocator(subs=subs))
+    # a few round values per bar: 1-2-5 per decade, finer steps over a short range, plain steps over a tiny one
+    ratio = hi / lo
+    locator = (LogLocator(subs=(1.0, 2.0, 5.0)) if ratio > 4 else
+               LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)) if ratio > 1.5 else MaxNLocator(4))  # fmt: skip
+    bar.ax.yaxis.set_major_locator(locator)
     bar.ax.yaxis.set_minor_locator(NullLocator())
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     bar.set_label(label)

@@ -29,9 +29,9 @@ def option(
     """A dataclass field set by command-line ``flag``.
 
     ``words`` turns the value into its word(s) (default ``str``; floats as ``%g``); ``many="repeat"`` writes
-    ``flag word`` per item, ``many="nargs"`` writes ``flag word word ...``; a bool is a switch (``invert``:
-    the flag sets it to False, e.g. ``--quiet`` for ``progress``); ``always`` writes the flag even at the
-    default (required flags).
+    ``flag word`` per item, ``many="nargs"`` writes ``flag word word ...``; a bool without ``words`` is a switch
+    (``invert``: the flag sets it to False, e.g. ``--quiet`` for ``progress``); ``always`` writes the flag even
+    at the default (required flags).
     """
     meta = {"flag": flag, "words": words, "many": many, "invert": invert, "always": always}
     if factory is not None:
@@ -57,7 +57,7 @@ def flag_words(options: Any) -> list[str]:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if value == default and not meta["always"]:
             continue
-        if isinstance(value, bool) and meta["many"] is None:
+        if isinstance(value, bool) and meta["words"] is None and meta["many"] is None:  # a switch
             words += [meta["flag"]] if value != meta["invert"] else []
             continue
         if value is None:
