@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from metricanything.cli import SUBCOMMANDS
 from metricanything.config import find_config
 from metricanything.tasks.quickstart import (
     STAGES,
+    Quickstart,
     QuickstartError,
     QuickstartOptions,
     quickstart_command,
@@ -162,3 +164,16 @@ def test_find_config_reports_where_it_looked(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("stage: pretrain\n")
     assert find_config(str(p)) == p
+
+
+def test_what_a_stage_prints_is_logged_under_its_name(tmp_path, capsys):
+    q = Quickstart(_tiny_options(tmp_path))
+
+    def noisy() -> int:
+        print("wrote 7 samples")
+        print("note: a warning", file=sys.stderr)
+        return 3
+
+    assert q.call("render", noisy) == 3
+    out = capsys.readouterr().out
+    assert re.search(r"\[quickstart +[\d.]+s\] render: wrote 7 samples", out) and "render: note: a warning" in out

@@ -157,12 +157,13 @@ class Quickstart:
 
     def call(self, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` with what it prints (stdout and stderr) logged as this stage's lines."""
-        with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
-            try:
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 return fn(*args)
-            finally:
-                for line in (out.getvalue() + err.getvalue()).splitlines():
-                    self.log(f"{stage}: {line}")
+        finally:
+            for line in (out.getvalue() + err.getvalue()).splitlines():
+                self.log(f"{stage}: {line}")
 
     def fingerprint(self, stage: str) -> str:
         """SHA-256 of the options ``stage`` and the stages before it depend on."""
@@ -233,10 +234,11 @@ class Quickstart:
         shutil.rmtree(opts.out, ignore_errors=True)
         t = time.perf_counter()
         result = training.run(opts)
+        seconds = time.perf_counter() - t
         first = next((r for r in read_jsonl(Path(opts.out) / "log.jsonl") if r.get("kind") == "train"), {})
         model = from_pretrained(result.out_dir / "model")
         return {"run_dir": str(opts.out), "config": str(find_config(opts.config, what="training config")),
-                "plan": plan, "train_seconds": time.perf_counter() - t, "steps": result.step, "val": dict(result.val),
+                "plan": plan, "train_seconds": seconds, "steps": result.step, "val": dict(result.val),
                 "first_loss": first.get("loss"), "final_loss": result.final_loss, "samples_per_s": result.samples_per_s,
                 "parameters": sum(p.numel() for p in model.parameters()), "model_preset": cfg.model.preset,
                 "model_overrides": dict(cfg.model.overrides), "command": command_line(stage, opts)}  # fmt: skip
