@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from metricanything.cli.evaluate import model_predictor
     from metricanything.eval.report import comparison_lines, json_ready, per_frame_table, summary_table
     from metricanything.eval.runner import evaluate
+    from metricanything.tasks.evaluate import model_predictor
 
     torch.set_num_threads(args.threads)
     paths = {} if args.skip_bundled else dict(BUNDLED)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not predictors:
         parser.error("nothing to evaluate: give --model PATH or drop --skip-bundled")
     t0 = time.perf_counter()
-    results = evaluate(predictors, spec, args.prompt, None, root=root, limit=args.limit, sample_ids=args.frames,
+    results = evaluate(predictors, spec, args.prompt, root=root, limit=args.limit, sample_ids=args.frames,
                        num_panels=0)  # fmt: skip
     wall = time.perf_counter() - t0
 

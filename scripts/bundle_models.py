@@ -45,12 +45,12 @@ TRAINING_DATA = (
 # ---------------------------------------------------------------------------------------------- plan
 def cmd_plan(args: argparse.Namespace) -> int:
     from metricanything.config import parse_set
-    from metricanything.tasks.quickstart import plan_steps
+    from metricanything.tasks.training import plan_steps
     from metricanything.train.config import load_config
 
     cfg = load_config(args.config, parse_set(args.overrides))
     torch.set_num_threads(max(1, cfg.train.threads or 1))
-    steps, plan = plan_steps(cfg, None, 60.0 * args.minutes, args.min_steps, args.max_steps)
+    steps, plan = plan_steps(cfg, 60.0 * args.minutes, args.min_steps, args.max_steps)
     print(json.dumps(plan), file=sys.stderr)
     print(steps)
     return 0

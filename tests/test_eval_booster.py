@@ -9,6 +9,7 @@ all valid pixels of the split pooled and every metric computed once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cv2
@@ -20,6 +21,7 @@ from metricanything.errors import InputFileError
 from metricanything.eval.baselines import Predictor
 from metricanything.eval.benchmarks import load_benchmark
 from metricanything.eval.protocol import released_resize, upsample_inverse_depth
+from metricanything.eval.report import write_outputs
 from metricanything.eval.runner import evaluate
 
 # mtxL (the left camera matrix, what the released evaluation reads) and proj_matL (rectified projection) differ,
@@ -170,7 +172,8 @@ def test_booster_pooled_arithmetic_matches_hand_computation(tmp_path):
     pred_a = (103.0 / disp_a.clip(1.0) * rng.uniform(0.6, 1.5, disp_a.shape)).astype(np.float32)
     pred_b_half = np.full((3, 4), 3.0, np.float32)
     predictor = FixedPredictor({"sceneA": pred_a, "sceneB": pred_b_half})
-    results = evaluate({"fixed": predictor}, "booster", None, tmp_path / "out", root=root)
+    results = evaluate({"fixed": predictor}, "booster", None, root=root)
+    write_outputs(results, tmp_path / "out")
 
     # hand computation, independent of the loader and of metricanything.metrics
     ps, gs = [], []
@@ -251,7 +254,7 @@ def test_released_protocol_resizes_the_input_and_upsamples_inverse_depth(tmp_pat
 
     # the native protocol hands the model the image at its own size (the model resizes it itself)
     native = FixedPredictor({"scene": pred_s}, input_size=(s, s))
-    evaluate({"fixed": native}, load_benchmark("booster").with_overrides(input_resize="native"), None, root=root)
+    evaluate({"fixed": native}, dataclasses.replace(load_benchmark("booster"), input_resize="native"), None, root=root)
     np.testing.assert_array_equal(native.images[0], image)
 
 
@@ -288,7 +291,7 @@ def test_released_protocol_feeds_the_student_the_antialiased_uint8_resize():
     np.testing.assert_allclose(depth, upsample_inverse_depth(at_s, w, h), rtol=1e-6)
     assert depth.shape == (h, w)
 
-    run_predictor(predictor, sample, None, spec.with_overrides(input_resize="native"))
+    run_predictor(predictor, sample, None, dataclasses.replace(spec, input_resize="native"))
     plain = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0, size=(s, s),
                           mode="bilinear", align_corners=False)  # fmt: skip
     torch.testing.assert_close(seen[-1], (plain - mean) / std, rtol=0, atol=1e-5)

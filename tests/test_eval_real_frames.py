@@ -7,6 +7,7 @@ the linear baseline. Nothing here needs ``../shared`` except the smoke tests at 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -51,7 +52,7 @@ def frames(tmp_path):
 
 def tiny_spec(root, **over):
     spec = load_benchmark("real_dev")
-    return spec.with_overrides(root=str(root), root_env=None, **over)
+    return dataclasses.replace(spec, root=str(root), root_env=None, **over)
 
 
 def readme_prompt(depth, valid, frac):
@@ -250,7 +251,7 @@ def test_real_dev_spec_and_a_clear_error_when_its_frames_are_absent(tmp_path, mo
     assert spec.reference == "baseline:linear" and spec.oracle_constant and spec.alignment == "none"
     monkeypatch.delenv("METRICANYTHING_REAL_FRAMES", raising=False)
     monkeypatch.chdir(tmp_path)
-    missing = spec.with_overrides(root="no_such_frames")
+    missing = dataclasses.replace(spec, root="no_such_frames")
     with pytest.raises(DatasetError, match=r"'no_such_frames' of benchmark 'real_dev' does not exist.*no_such_frames"):
         resolve_root(missing)
     (tmp_path / "no_such_frames").mkdir()

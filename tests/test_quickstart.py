@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from metricanything.cli import SUBCOMMANDS
+from metricanything.config import find_config
 from metricanything.tasks.quickstart import (
     STAGES,
+    Quickstart,
     QuickstartError,
     QuickstartOptions,
-    find_config,
+    quickstart_command,
     run_quickstart,
 )
+from metricanything.tasks.training import training_config
 
 
 def _tiny_options(out: Path, **kw) -> QuickstartOptions:
@@ -57,9 +64,9 @@ def test_quickstart_runs_every_stage_and_writes_the_report(finished):
     ev = result.stages["evaluate"].info["benchmarks"]
     assert set(ev) == {"synthetic_indoor", "synthetic_outdoor"}
     prompted = ev["synthetic_indoor"]["prompted"]["headline"]
-    assert {"teacher (ours)", "baseline:nearest", "baseline:linear"} <= set(prompted)
+    assert {"teacher:teacher", "baseline:nearest", "baseline:linear"} <= set(prompted)
     free = ev["synthetic_indoor"]["prompt_free"]["headline"]
-    assert {"teacher (ours)", "student (ours)", "baseline:train_median"} == set(free)
+    assert {"teacher:teacher", "student:student", "baseline:train_median"} == set(free)
     assert all(np.isfinite(h["abs_rel"]) for h in free.values())
     # infer wrote metric depth at the example's exact size, with the student's focal from its FoV head
     depth = np.load(out / "infer" / "student" / "example_0" / "depth.npy")
@@ -89,15 +96,18 @@ def test_quickstart_rerun_skips_finished_stages(finished):
     assert "reused from an earlier run" in again.report.read_text(encoding="utf-8")
 
 
-def test_missing_stage_fails_loudly_with_a_partial_report(tmp_path, monkeypatch):
-    # the pretraining module "has not landed": the run stops at that stage, it never skips or fakes it
-    monkeypatch.setitem(sys.modules, "metricanything.train.pretrain", None)
-    opts = _tiny_options(tmp_path / "run", budget_minutes=0.2)
-    with pytest.raises(QuickstartError, match="pretrain"):
+def test_failing_stage_stops_the_run_with_a_partial_report(tmp_path):
+    # a misspelt teacher setting: the run stops at pretraining (it never skips or fakes a stage), and the partial
+    # report shows the finished corpus, the failure and its message
+    opts = _tiny_options(tmp_path / "run", budget_minutes=0.2, teacher_overrides={"train.stpes": 3})
+    with pytest.raises(QuickstartError, match="stage 'pretrain' failed: ConfigError.*did you mean 'train.steps'"):
         run_quickstart(opts)
     report = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
-    assert "FAILED" in report and "1. Heterogeneous corpus" in report
+    assert "FAILED at stage pretrain" in report and "1. Heterogeneous corpus" in report and "train.stpes" in report
     assert not (tmp_path / "run" / "teacher" / "model").exists()
+    record = json.loads((tmp_path / "run" / "quickstart.json").read_text())
+    assert record["stages"]["render"]["status"] == "done" and record["stages"]["pretrain"]["status"] == "failed"
+    assert record["stages"]["distill"]["status"] == "pending"
 
 
 def test_options_are_validated(tmp_path):
@@ -107,28 +117,63 @@ def test_options_are_validated(tmp_path):
         run_quickstart(_tiny_options(tmp_path, teacher_fraction=0.6, student_fraction=0.5))
 
 
-def test_reproduce_command_round_trips_through_the_cli(tmp_path):
-    import argparse
-    import shlex
-
-    from metricanything.cli import quickstart as cli
-    from metricanything.tasks.quickstart import quickstart_command
-
-    opts = _tiny_options(tmp_path / "a b", teacher_overrides={"train.batch_size": 4, "data.sources": [{"kind": "render", "weight": 2.5}]}, eval_prompt="points:100")
-    words = shlex.split(quickstart_command(opts))
-    assert words[:2] == ["metricanything", "quickstart"]
+def _parse(command: str):
+    """The options the real ``metricanything`` parser makes of a recorded command line."""
+    words = shlex.split(command)
+    assert words[0] == "metricanything"
+    module = importlib.import_module(f"metricanything.cli.{SUBCOMMANDS[words[1]][0]}")
     parser = argparse.ArgumentParser()
-    cli.configure(parser)
-    back = cli.options_from_args(parser.parse_args(words[2:] + ["--quiet"]))
-    assert back == opts
+    module.configure(parser)
+    return module.options(parser.parse_args(words[2:]))
+
+
+@pytest.mark.slow
+def test_recorded_commands_reproduce_each_stage(finished):
+    out, result = finished
+    info = {name: r.info for name, r in result.stages.items()}
+    render = _parse(info["render"]["command"])
+    assert (render.out, render.num, render.size) == (out / "corpus", 7, (48, 32))
+    for stage in ("pretrain", "distill"):  # the command's config is the one the stage trained with
+        cfg = training_config(_parse(info[stage]["command"]))
+        assert cfg.train.steps == info[stage]["steps"] and cfg.out_dir == str(out / ("teacher" if stage == "pretrain" else "student"))
+        assert cfg.data.size == 32 and cfg.model.preset == info[stage]["model_preset"]
+    pseudo = _parse(info["pseudo_label"]["command"])
+    assert pseudo.teacher == str(out / "teacher" / "model") and pseudo.data == [str(out / "corpus")]
+    prompted = _parse(info["evaluate"]["benchmarks"]["synthetic_indoor"]["prompted"]["command"])
+    assert prompted.models == [str(out / "teacher" / "model")] and prompted.limit == 1 and prompted.panels == 1
+    free = _parse(info["evaluate"]["benchmarks"]["synthetic_outdoor"]["prompt_free"]["command"])
+    assert free.prompts == ["none"] and free.compare[-1].startswith("baseline:train_median=")
+    teacher_infer = shlex.split(info["infer"]["runs"]["teacher_prompted"]["command"])
+    assert teacher_infer[2:6] == ["-i", str(out / "examples" / "images_with_camera"), "-o", str(out / "infer" / "teacher_prompted")]
+    assert "--prompt" in teacher_infer
+
+
+def test_reproduce_command_round_trips_through_the_cli(tmp_path):
+    opts = _tiny_options(tmp_path / "a b", teacher_overrides={"train.batch_size": 4, "data.sources": [{"kind": "render", "weight": 2.5}]}, eval_prompt="points:100")
+    assert shlex.split(quickstart_command(opts))[:2] == ["metricanything", "quickstart"]
+    assert _parse(quickstart_command(opts)) == opts
+    assert quickstart_command(QuickstartOptions()) == "metricanything quickstart --out runs/quickstart"
 
 
 def test_find_config_reports_where_it_looked(tmp_path):
     with pytest.raises(Exception, match="unknown training config 'no_such_config_xyz'.*teacher_tiny"):
-        find_config("no_such_config_xyz")
+        find_config("no_such_config_xyz", what="training config")
     with pytest.raises(Exception, match="not found"):
-        find_config(str(tmp_path / "missing.yaml"))
-    assert find_config("teacher_test").name == "teacher_test.yaml"
+        find_config(str(tmp_path / "missing.yaml"), what="training config")
+    assert find_config("teacher_test", what="training config").name == "teacher_test.yaml"
     p = tmp_path / "c.yaml"
     p.write_text("stage: pretrain\n")
     assert find_config(str(p)) == p
+
+
+def test_what_a_stage_prints_is_logged_under_its_name(tmp_path, capsys):
+    q = Quickstart(_tiny_options(tmp_path))
+
+    def noisy() -> int:
+        print("wrote 7 samples")
+        print("note: a warning", file=sys.stderr)
+        return 3
+
+    assert q.call("render", noisy) == 3
+    out = capsys.readouterr().out
+    assert re.search(r"\[quickstart +[\d.]+s\] render: wrote 7 samples", out) and "render: note: a warning" in out

@@ -1,8 +1,11 @@
 """The ``metricanything`` command: one entry point, one module per subcommand.
 
 Argument parsing only. Each subcommand module ``metricanything.cli.<module>`` defines
-``configure(parser: argparse.ArgumentParser) -> None`` and ``run(args: argparse.Namespace) -> int`` and is
-imported only when that subcommand runs, so ``--help`` stays fast.
+``configure(parser)`` (its flags), ``options(args)`` (the parsed flags as the options dataclass of its task) and
+``run(args) -> int`` (one call of the task function in :mod:`metricanything.tasks`). A module is imported only
+when its subcommand runs, and imports its task inside ``options``/``run``, so ``--help`` stays fast (no torch).
+:func:`main` is the one place that turns a :class:`~metricanything.errors.MetricAnythingError` into
+``metricanything <cmd>: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations

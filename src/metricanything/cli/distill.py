@@ -7,8 +7,9 @@ DDP: ``torchrun --nproc_per_node=N -m metricanything.cli distill --config ...``.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from metricanything.cli.pretrain import _is_main, add_training_arguments, load_training_config
+from metricanything.cli.pretrain import add_training_arguments, training_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,16 +21,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from metricanything.train.distill import run_distill
+def options(args: argparse.Namespace) -> Any:
+    from metricanything.tasks.training import DistillOptions
 
-    extra: dict[str, object] = {}
-    if args.teacher:
-        extra["distill.teacher"] = args.teacher
-    if args.data:
-        extra["data.sources"] = [{"kind": "shards", "path": p} for p in args.data]
-    cfg = load_training_config(args, "distill", extra)
-    result = run_distill(cfg, resume=args.resume)
-    if _is_main():
-        print(f"student: {result.out_dir / 'model'} (step {result.step}, val {result.val})")
+    return training_options(args, DistillOptions, teacher=args.teacher, data=args.data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from metricanything.tasks.training import run
+
+    run(options(args))
     return 0

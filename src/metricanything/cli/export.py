@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,28 +28,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def options(args: argparse.Namespace) -> Any:
+    from metricanything.tasks.export import DEFAULT_OPSET, ExportOptions
+
+    return ExportOptions(model=args.model, onnx=args.onnx, opset=DEFAULT_OPSET if args.opset is None else args.opset,
+                         verify=args.verify, tolerance=args.tolerance, optimize=not args.no_optimize,
+                         external_data={"auto": None, "yes": True, "no": False}[args.external_data])  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from metricanything.tasks.export import DEFAULT_OPSET, export_onnx
+    from metricanything.tasks.export import run
 
-    if args.onnx.suffix.lower() != ".onnx":
-        from metricanything.errors import InvalidInputError
-
-        raise InvalidInputError(f"--onnx must name a .onnx file, got {args.onnx}")
-    external = {"auto": None, "yes": True, "no": False}[args.external_data]
-    result = export_onnx(
-        args.model,
-        args.onnx,
-        opset=args.opset if args.opset is not None else DEFAULT_OPSET,
-        external_data=external,
-        verify=args.verify,
-        tolerance=args.tolerance,
-        optimize=not args.no_optimize,
-    )
-    print(f"exported the {result.kind} to {result.path} (opset {result.opset}, {result.seconds:.1f} s)")
-    print(f"  inputs:  {', '.join(result.input_names)}")
-    print(f"  outputs: {', '.join(result.output_names)}")
-    if result.external_data:
-        print(f"  weights: {', '.join(str(f) for f in result.files if f != result.path)}")
-    if result.max_rel_error is not None:
-        print(f"  verified with onnxruntime: max relative error {result.max_rel_error:.3g} (<= {args.tolerance:g})")
+    run(options(args))
     return 0

@@ -10,8 +10,9 @@ for the optimiser/loss/loop settings; the model itself always comes from ``--tea
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from metricanything.cli.pretrain import _is_main, add_training_arguments, load_training_config
+from metricanything.cli.pretrain import add_training_arguments, training_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,32 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, "teacher_tiny")
 
 
-def _source(path: str, untrusted: bool) -> dict[str, object]:
-    from metricanything.train.pseudo_label import parse_data_spec
+def options(args: argparse.Namespace) -> Any:
+    from metricanything.tasks.training import FinetuneOptions
 
-    src = parse_data_spec(path)
-    if src.kind == "render":
-        return {"kind": "render", "num_samples": src.num_samples, "seed": src.seed}
-    entry = {"kind": src.kind, "path": src.path, "name": src.name, "split": src.split}
-    if untrusted:
-        entry["metric_scale_trusted"] = False
-    return {k: v for k, v in entry.items() if v is not None}
+    return training_options(args, FinetuneOptions, teacher=args.teacher, data=args.data, val_data=args.val_data,
+                            prompt_pattern=args.prompt_pattern, untrusted=args.untrusted)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from metricanything.train.pretrain import run_pretrain
+    from metricanything.tasks.training import run
 
-    extra: dict[str, object] = {
-        "model.init": args.teacher,
-        "model.overrides": {},
-        "data.sources": [_source(p, args.untrusted) for p in args.data],
-    }
-    if args.val_data:
-        extra["data.val_sources"] = [_source(args.val_data, False)]
-    if args.prompt_pattern:
-        extra["prompts.pattern"] = args.prompt_pattern
-    cfg = load_training_config(args, "pretrain", extra)
-    result = run_pretrain(cfg, resume=args.resume)
-    if _is_main():
-        print(f"fine-tuned teacher: {result.out_dir / 'model'} (step {result.step}, val {result.val})")
+    run(options(args))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -45,24 +46,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from metricanything.tasks.infer import InferOptions, IntrinsicsOptions, run_inference
+def options(args: argparse.Namespace) -> Any:
+    from metricanything.tasks.infer import InferOptions, IntrinsicsOptions
 
-    options = InferOptions(
-        model=args.model,
-        prompt=args.prompt,
-        lidar_calib=args.lidar_calib,
-        intrinsics=IntrinsicsOptions(args.fx, args.fy, args.cx, args.cy, args.fov_x),
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        ply=args.ply,
-        glb=args.glb,
-        no_vis=args.no_vis,
-        video_stride=args.video_stride,
-        progress=not args.quiet,
-    )
-    report = run_inference(args.input, args.out, options)
+    return InferOptions(
+        model=args.model, prompt=args.prompt, lidar_calib=args.lidar_calib,
+        intrinsics=IntrinsicsOptions(args.fx, args.fy, args.cx, args.cy, args.fov_x), device=args.device,
+        precision=args.precision, batch_size=args.batch_size, ply=args.ply, glb=args.glb, no_vis=args.no_vis,
+        video_stride=args.video_stride, progress=not args.quiet,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from metricanything.tasks.infer import run_inference
+
+    report = run_inference(args.input, args.out, options(args))
     print(f"{len(report.done)} done, {len(report.failed)} failed; outputs in {args.out} (model: {report.model})")
     for name, message in report.failed:
         print(f"  FAILED {name}: {message}", file=sys.stderr)

@@ -39,30 +39,26 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_config: str 
     )
 
 
-def load_training_config(args: argparse.Namespace, stage: str, extra: dict[str, Any] | None = None):
-    """The stage's config from ``--config``, the command's own options (``extra``), ``--set`` and ``--out``."""
-    from metricanything.config import merge_overrides, parse_set
-    from metricanything.train.config import load_config
-
-    out = {"out_dir": args.out} if args.out else {}
-    return load_config(args.config, merge_overrides(extra, parse_set(args.overrides), out), stage=stage)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, "teacher_tiny")
 
 
+def training_options(args: argparse.Namespace, cls: type | None = None, **fields: Any) -> Any:
+    """The training options (``cls``, default :class:`~metricanything.tasks.training.TrainOptions`) of the shared
+    arguments plus the command's own ``fields``."""
+    from metricanything.config import parse_set
+    from metricanything.tasks.training import TrainOptions
+
+    return (cls or TrainOptions)(config=args.config, overrides=parse_set(args.overrides), out=args.out,
+                                 resume=args.resume, **fields)  # fmt: skip
+
+
+def options(args: argparse.Namespace) -> Any:
+    return training_options(args)
+
+
 def run(args: argparse.Namespace) -> int:
-    from metricanything.train.pretrain import run_pretrain
+    from metricanything.tasks.training import run
 
-    cfg = load_training_config(args, "pretrain")
-    result = run_pretrain(cfg, resume=args.resume)
-    if result is not None and _is_main():
-        print(f"teacher: {result.out_dir / 'model'} (step {result.step}, val {result.val})")
+    run(options(args))
     return 0
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"

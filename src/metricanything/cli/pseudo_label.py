@@ -8,6 +8,7 @@ blocks already written (resumable by shard).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,19 +37,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def run(args: argparse.Namespace) -> int:
-    from metricanything.train.pseudo_label import pseudo_label_config, run_pseudo_label
+def options(args: argparse.Namespace) -> Any:
+    from metricanything.tasks.training import PseudoLabelOptions
 
-    cfg = pseudo_label_config(
+    return PseudoLabelOptions(
         teacher=args.teacher, data=list(args.data), out=args.out, shard_size=args.shard_size,
         prompt_mode=args.prompt_mode, prompt_fraction=args.prompt_fraction, sparse_threshold=args.sparse_threshold,
-        tta_flip=False if args.no_tta else None, min_confidence=args.min_confidence, conf_tau=args.conf_tau,
-        align_untrusted=False if args.no_align else None, image_format=args.image_format, limit=args.limit,
-        seed=args.seed, device=args.device, progress=False if args.no_progress else None,
-    )
-    manifest = run_pseudo_label(cfg)
-    import os
+        tta=not args.no_tta, min_confidence=args.min_confidence, conf_tau=args.conf_tau, align=not args.no_align,
+        image_format=args.image_format, limit=args.limit, seed=args.seed, device=args.device,
+        progress=not args.no_progress,
+    )  # fmt: skip
 
-    if os.environ.get("RANK", "0") == "0":
-        print(f"pseudo-labels: {args.out} ({manifest['num_samples']} samples in {manifest['num_shards']} shards)")
+
+def run(args: argparse.Namespace) -> int:
+    from metricanything.tasks.training import pseudo_label
+
+    pseudo_label(options(args))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-prompt", default="density:0.01", help="prompt pattern of the prompted column")
     parser.add_argument("--examples", type=int, default=3, help="example images for `infer` (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: min(2, CPUs))")
-    parser.add_argument("--teacher-config", default=None,
+    parser.add_argument("--teacher-config", default="teacher_tiny",
                         help="teacher training config: a shipped preset or a YAML path (default teacher_tiny)")
-    parser.add_argument("--student-config", default=None,
+    parser.add_argument("--student-config", default="student_tiny",
                         help="student training config: a shipped preset or a YAML path (default student_tiny)")
     parser.add_argument("--set-teacher", dest="teacher_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a teacher config value (repeatable), e.g. --set-teacher train.batch_size=4")
@@ -46,11 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def options_from_args(args: argparse.Namespace):
+def options(args: argparse.Namespace) -> Any:
     """The :class:`~metricanything.tasks.quickstart.QuickstartOptions` of parsed arguments."""
-    from metricanything.cli.render import parse_size
     from metricanything.config import parse_set
     from metricanything.tasks.quickstart import QuickstartOptions
+    from metricanything.tasks.render import parse_size
 
     return QuickstartOptions(
         out=args.out,
@@ -81,8 +82,5 @@ def options_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from metricanything.tasks.quickstart import run_quickstart
 
-    result = run_quickstart(options_from_args(args))
-    print(f"report: {result.report} ({result.total_seconds:.0f} s for a {result.budget_seconds:.0f} s budget)")
-    for name, rec in result.stages.items():
-        print(f"  {name:13s} {rec.seconds:7.1f} s{'  (reused)' if rec.reused else ''}")
+    run_quickstart(options(args))
     return 0

@@ -70,7 +70,7 @@ import os
 import types
 import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,14 +167,6 @@ class BenchmarkSpec:
         d = asdict(self)
         d["depth_range"] = [float(v) if math.isfinite(v) else None for v in self.depth_range]
         return d
-
-    def with_overrides(self, **changes: Any) -> BenchmarkSpec:
-        """A copy with some keys changed and validated (e.g. ``limit``, ``prompts``)."""
-        raw = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.synthetic is not None:
-            raw["synthetic"] = asdict(self.synthetic)
-        raw.update(changes)
-        return spec_from_dict(raw, where=f"benchmark {self.name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -17,17 +17,26 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metricanything.atomic import atomic_path, write_text_atomic
-from metricanything.eval.runner import NO_PROMPT, ORACLE, EvalResults, PanelData, format_value
+from metricanything.atomic import write_text_atomic
+from metricanything.eval.results import NO_PROMPT, ORACLE, EvalResults, PanelData, format_value, plain_json
 from metricanything.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from metricanything.vis import (
+    colorize_depth,
+    colorize_error,
+    depth_colorbar,
+    depth_limits,
+    pyplot,
+    save_figure,
+    spread_points,
+)
 
 #: Metrics shown in the full tables (``rmse_mm``/``mae_mm`` are added for completion benchmarks).
 TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "mae", "rmse_log", "log10", "silog", "delta1", "delta2", "delta3",
@@ -37,28 +46,52 @@ METRIC_LABELS = {
     "log10": "log10", "silog": "SILog", "delta1": "δ1", "delta2": "δ2", "delta3": "δ3", "irmse": "iRMSE (1/km)",
     "imae": "iMAE (1/km)", "rmse_mm": "RMSE (mm)", "mae_mm": "MAE (mm)",
 }  # fmt: skip
+#: Largest relative error of the error colour scale in the panels (|err| / GT; brighter = worse, capped).
+PANEL_MAX_REL_ERROR = 0.5
 
 
-def _arrow(metric: str) -> str:
-    return "↑" if metric in HIGHER_IS_BETTER else "↓"
+# ---------------------------------------------------------------------------------------------- tables (md + HTML)
+def metric_label(metric: str) -> str:
+    """Column header of a metric: its label and whether higher (↑) or lower (↓) is better."""
+    return f"{METRIC_LABELS.get(metric, metric)} {'↑' if metric in HIGHER_IS_BETTER else '↓'}"
 
 
-def _best(values: list[float | None], metric: str) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+def best_value(values: Sequence[float | None], metric: str) -> float | None:
+    """The best of two or more finite values (None with fewer: nothing to highlight)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
     if len(finite) < 2:
         return None
     return max(finite) if metric in HIGHER_IS_BETTER else min(finite)
 
 
-def _cell(value: float | None, best: float | None) -> str:
+def metric_cell(value: float | None, best: float | None, html: bool = False) -> str:
+    """A formatted metric value, bold when it is the column's best."""
     text = format_value(value)
-    return f"**{text}**" if best is not None and value is not None and value == best else text
+    if best is None or value is None or value != best:
+        return text
+    return f'<b class="best">{text}</b>' if html else f"**{text}**"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], html: bool = False) -> str:
+    """A Markdown table, or with ``html`` an HTML one (cells are inserted as given: escape text first)."""
+    if html:
+        head = "".join(f"<th>{h}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def headline_table(headlines: Mapping[str, Mapping[str, float] | None], metrics: Sequence[str],
+                   extra: Mapping[str, Sequence[str]] | None = None, extra_header: Sequence[str] = (),
+                   html: bool = False) -> str:  # fmt: skip
+    """Rows = predictors, columns = ``metrics`` of their headline (best per column in bold). ``extra`` adds
+    cells after the name (``extra_header`` names them); a predictor without a headline shows dashes."""
+    heads = {p: h or {} for p, h in headlines.items()}
+    best = {m: best_value([h.get(m) for h in heads.values()], m) for m in metrics}
+    rows = [[p, *(extra or {}).get(p, ())] + [metric_cell(h.get(m), best[m], html) for m in metrics]
+            for p, h in heads.items()]  # fmt: skip
+    return table(["model", *extra_header] + [metric_label(m) for m in metrics], rows, html)
 
 
 def summary_table(results: EvalResults, metric: str | None = None) -> str:
@@ -67,9 +100,9 @@ def summary_table(results: EvalResults, metric: str | None = None) -> str:
     values = {
         (p, c): (results.headline(p, c) or {}).get(metric) for p in results.predictors for c in results.columns
     }
-    best = {c: _best([values[(p, c)] for p in results.predictors], metric) for c in results.columns}
-    rows = [[p] + [_cell(values[(p, c)], best[c]) for c in results.columns] for p in results.predictors]
-    return _table(["model"] + list(results.columns), rows)
+    best = {c: best_value([values[(p, c)] for p in results.predictors], metric) for c in results.columns}
+    rows = [[p] + [metric_cell(values[(p, c)], best[c]) for c in results.columns] for p in results.predictors]
+    return table(["model"] + list(results.columns), rows)
 
 
 def full_table(results: EvalResults, column: str) -> str:
@@ -77,15 +110,9 @@ def full_table(results: EvalResults, column: str) -> str:
     metrics = list(TABLE_METRICS)
     if results.benchmark.primary_metric in ("rmse_mm", "mae_mm"):
         metrics = ["rmse_mm", "mae_mm", *[m for m in metrics if m not in ("rmse", "mae")]]
-    heads = {p: results.headline(p, column) or {} for p in results.predictors}
-    best = {m: _best([heads[p].get(m) for p in results.predictors], m) for m in metrics}
-    rows = []
-    for p in results.predictors:
-        s = results.summaries[p][column]
-        if s.get("not_applicable"):
-            continue
-        rows.append([p, str(s.get("num_images", 0))] + [_cell(heads[p].get(m), best[m]) for m in metrics])
-    return _table(["model", "images"] + [f"{METRIC_LABELS[m]} {_arrow(m)}" for m in metrics], rows)
+    scored = [p for p in results.predictors if not results.summaries[p][column].get("not_applicable")]
+    images = {p: [str(results.summaries[p][column].get("num_images", 0))] for p in scored}
+    return headline_table({p: results.headline(p, column) for p in scored}, metrics, images, ["images"])
 
 
 #: Metrics of the per-frame tables.
@@ -111,7 +138,7 @@ def per_frame_table(results: EvalResults, column: str, metrics: tuple[str, ...] 
         for p in names:
             cells += [format_value(row[p].get(m)) if p in row else "-" for m in metrics]
         rows.append(cells)
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def comparison_lines(results: EvalResults) -> list[str]:
@@ -171,7 +198,7 @@ def markdown_report(results: EvalResults) -> str:
     b = results.benchmark
     metric = b.primary_metric
     out = [f"# {b.name}", "", b.description.strip(), "", *protocol_lines(results), ""]
-    out += [f"## {METRIC_LABELS[metric]} {_arrow(metric)} ({b.aggregation.replace('_', '-')})", "",
+    out += [f"## {metric_label(metric)} ({b.aggregation.replace('_', '-')})", "",
             summary_table(results), ""]  # fmt: skip
     detailed = b.reference is not None or b.oracle_constant
     if detailed:
@@ -204,46 +231,18 @@ def per_image_csv(results: EvalResults) -> str:
     return buf.getvalue()
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def _finite(obj: Any) -> Any:
-    """Replace inf/NaN by None so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def json_ready(results: EvalResults, records: bool = False) -> dict[str, Any]:
     """The ``metrics.json`` content as strict-JSON-ready data (inf/NaN -> None); ``records`` adds the
     per-image rows (``per_image.csv`` as a list of dicts)."""
     data = results.to_dict()
     if records:
         data["records"] = results.records
-    return _finite(json.loads(json.dumps(data, default=_json_default)))
-
-
-def _savefig(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    return plain_json(data)
 
 
 def plot_error_by_distance(results: EvalResults, path: str | os.PathLike) -> None:
     """Pooled AbsRel per GT-distance bin (one line per predictor, one panel per prompt column)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = results.columns
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
@@ -261,59 +260,48 @@ def plot_error_by_distance(results: EvalResults, path: str | os.PathLike) -> Non
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(results.benchmark.name, fontsize=10)
     fig.tight_layout()
-    _savefig(fig, Path(path))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_panel(panel: PanelData, path: str | os.PathLike) -> None:
-    """RGB | prompt | prediction | GT | relative error, one row per predictor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(panel.predictions)
-    rows = max(len(names), 1)
-    gt_vals = panel.gt[panel.valid]
-    vmin, vmax = (float(np.percentile(gt_vals, 2)), float(np.percentile(gt_vals, 98))) if gt_vals.size else (0.0, 1.0)
-    gt_show = np.where(panel.valid, panel.gt, np.nan)
+    """RGB | prompt | prediction | GT | relative error, one row per predictor; depth colours and bar from
+    :mod:`metricanything.vis` on the GT's 2-98th percentile range."""
+    plt = pyplot()
+    names = list(panel.predictions) or [""]
+    lo, hi = depth_limits(panel.gt, panel.valid, (2, 98))
+    gt_rgb = colorize_depth(panel.gt, panel.valid, lo, hi)
+    prompt_rgb = None
     if panel.prompt_mask is not None and panel.prompt_mask.any():
-        import cv2
-
-        grown = cv2.dilate(panel.prompt_mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        spread = cv2.dilate(np.where(panel.prompt_mask, panel.prompt_depth, 0).astype(np.float32), np.ones((3, 3), np.uint8))
-        prompt_show = np.where(grown, spread, np.nan)
-    else:
-        prompt_show = None
+        prompt_rgb = colorize_depth(*spread_points(panel.prompt_depth, panel.prompt_mask), lo, hi)
     h, w = panel.gt.shape
-    fig, axes = plt.subplots(rows, 5, figsize=(5 * 2.4, rows * 2.4 * h / w + 0.4), squeeze=False)
-    for r in range(rows):
-        name = names[r] if names else ""
-        pred = panel.predictions.get(name)
-        mask = panel.masks.get(name, panel.valid)
+    fig, axes = plt.subplots(len(names), 5, figsize=(5 * 2.4 + 0.9, len(names) * 2.4 * h / w + 0.5), squeeze=False)
+    for r, name in enumerate(names):
         ax = axes[r]
         ax[0].imshow(panel.image)
         ax[0].set_ylabel(name, fontsize=7)
-        ax[1].imshow(panel.image, alpha=0.35)
-        if prompt_show is not None:
-            ax[1].imshow(prompt_show, cmap="turbo", vmin=vmin, vmax=vmax, interpolation="nearest")
+        if prompt_rgb is not None:
+            ax[1].imshow(np.where(prompt_rgb.any(axis=-1, keepdims=True), prompt_rgb, panel.image // 3))
         else:
-            ax[1].text(0.5, 0.5, "no prompt", ha="center", va="center", transform=ax[1].transAxes, fontsize=8)
+            ax[1].imshow(panel.image // 3)
+            ax[1].text(0.5, 0.5, "no prompt", ha="center", va="center", transform=ax[1].transAxes, fontsize=8, color="w")
+        pred = panel.predictions.get(name)
         if pred is not None:
-            ax[2].imshow(pred, cmap="turbo", vmin=vmin, vmax=vmax)
+            pred_ok = np.isfinite(pred) & (pred > 0)
+            ax[2].imshow(colorize_depth(pred, pred_ok, lo, hi))
             with np.errstate(divide="ignore", invalid="ignore"):
-                err = np.where(mask, np.abs(pred - panel.gt) / panel.gt, np.nan)
-            ax[4].imshow(err, cmap="magma", vmin=0.0, vmax=0.5)
-        ax[3].imshow(gt_show, cmap="turbo", vmin=vmin, vmax=vmax)
-        for c, title in enumerate(("RGB", "prompt", "prediction", "GT", "|err|/GT (0-0.5)")):
+                err = np.abs(pred - panel.gt) / panel.gt
+            ax[4].imshow(colorize_error(err, panel.masks.get(name, panel.valid) & pred_ok, PANEL_MAX_REL_ERROR))
+        ax[3].imshow(gt_rgb)
+        for c, title in enumerate(("RGB", "prompt", "prediction", "GT",
+                                   f"|err|/GT (0-{PANEL_MAX_REL_ERROR:g}, black = not scored)")):  # fmt: skip
             ax[c].set_xticks([])
             ax[c].set_yticks([])
             if r == 0:
                 ax[c].set_title(title, fontsize=8)
-    fig.suptitle(f"{panel.sample_id} — prompt: {panel.column}  (depth {vmin:.2f}-{vmax:.2f} m)", fontsize=8)
-    fig.tight_layout()
-    _savefig(fig, Path(path))
-    plt.close(fig)
+    fig.suptitle(f"{panel.sample_id} — prompt: {panel.column}  (near = warm; black = no depth)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    depth_colorbar(fig, fig.add_axes((0.94, 0.12, 0.015, 0.76)), lo, hi)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def _safe(name: str) -> str:
@@ -345,6 +333,11 @@ def write_outputs(results: EvalResults, out_dir: str | os.PathLike) -> dict[str,
 
 __all__ = [
     "FRAME_METRICS",
+    "best_value",
+    "headline_table",
+    "metric_cell",
+    "metric_label",
+    "table",
     "comparison_lines",
     "full_table",
     "json_ready",

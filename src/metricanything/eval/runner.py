@@ -1,6 +1,7 @@
-"""Run predictors over a benchmark and write every output (metrics, tables, per-image CSV, plots, panels).
+"""Run predictors over a benchmark and score them (:class:`~metricanything.eval.results.EvalResults`).
 
-:func:`evaluate` is the one entry point; the ``metricanything eval`` command only builds its arguments.
+:func:`evaluate` is the one entry point (``metricanything eval`` runs it through
+:func:`metricanything.tasks.evaluate.run`, which writes the files with :mod:`metricanything.eval.report`).
 For each sample (in the benchmark's fixed order) and each prompt column:
 
 1. the sample is brought to ``eval_resolution`` (:func:`~metricanything.eval.protocol.resample_sample`);
@@ -22,17 +23,14 @@ For each sample (in the benchmark's fixed order) and each prompt column:
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from metricanything import __version__
 from metricanything.data.sample import RGBDSample
 from metricanything.errors import InvalidInputError
 from metricanything.eval.baselines import (
@@ -62,73 +60,9 @@ from metricanything.eval.protocol import (
     scoring_mask,
     upsample_inverse_depth,
 )
+from metricanything.eval.results import NO_PROMPT, ORACLE, EvalResults, PanelData, format_value
+from metricanything.prompts.patterns import make_prompt, parse_pattern
 from metricanything.prompts.prompt import Prompt
-
-#: Column name used when no prompt is given.
-NO_PROMPT = "none"
-#: Name of the per-frame oracle constant (benchmarks with ``oracle_constant``).
-ORACLE = "oracle:constant"
-
-
-@dataclass
-class PanelData:
-    """Arrays kept for one qualitative panel (one sample, one prompt column, every predictor)."""
-
-    sample_id: str
-    column: str
-    image: np.ndarray
-    gt: np.ndarray
-    valid: np.ndarray
-    prompt_depth: np.ndarray | None
-    prompt_mask: np.ndarray | None
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)
-    masks: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass
-class EvalResults:
-    """Everything :func:`evaluate` computed; ``summaries[predictor][column]`` is a scorer summary.
-
-    ``comparisons[column][predictor]``: the frame-by-frame comparison with the benchmark's ``reference``
-    (see :func:`~metricanything.eval.protocol.compare_to_reference`); empty without a reference.
-    """
-
-    benchmark: BenchmarkSpec
-    predictors: list[str]
-    columns: list[str]
-    summaries: dict[str, dict[str, dict[str, Any]]]
-    records: list[dict[str, Any]]
-    timing: dict[str, float]
-    num_samples: int
-    panels: list[PanelData] = field(default_factory=list)
-    out_dir: Path | None = None
-    files: dict[str, str] = field(default_factory=dict)
-    comparisons: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-
-    def headline(self, predictor: str, column: str) -> dict[str, float] | None:
-        """The benchmark-aggregated metrics of one cell (None if no image was scored)."""
-        return self.summaries[predictor][column].get("headline")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``metrics.json`` content."""
-        return {
-            "metricanything_version": __version__,
-            "benchmark": self.benchmark.to_dict(),
-            "num_samples": self.num_samples,
-            "predictors": self.predictors,
-            "prompt_columns": self.columns,
-            "primary_metric": self.benchmark.primary_metric,
-            "aggregation": self.benchmark.aggregation,
-            "results": self.summaries,
-            "reference": self.benchmark.reference,
-            "comparisons": self.comparisons,
-            "seconds_per_image": self.timing,
-        }
-
-    def per_frame(self, predictor: str, column: str, metric: str = "abs_rel") -> dict[str, float]:
-        """``{sample_id: metric}`` of one predictor x column, in evaluation order."""
-        return {r["sample_id"]: r[metric] for r in self.records if r["predictor"] == predictor and r["prompt"] == column}
-
 
 # ---------------------------------------------------------------------------------------------- predictors
 ModelLoader = Callable[[str], Predictor]
@@ -175,8 +109,6 @@ def build_prompt(pattern: str, sample: RGBDSample, seed: int) -> Prompt:
     frac = parse_fraction_pattern(pattern)
     if frac is not None:
         return fraction_prompt(sample.depth, sample.valid, frac, seed)
-    from metricanything.prompts.patterns import make_prompt  # noqa: PLC0415 - cv2-heavy patterns module
-
     return make_prompt(pattern, sample.depth, sample.valid, sample.intrinsics, image=sample.image, seed=seed)
 
 
@@ -184,8 +116,6 @@ def check_pattern(pattern: str) -> None:
     """Raise :class:`InvalidInputError` (the pattern module's message) for a malformed prompt pattern."""
     if parse_fraction_pattern(pattern) is not None:
         return
-    from metricanything.prompts.patterns import parse_pattern  # noqa: PLC0415
-
     parse_pattern(pattern)
 
 
@@ -233,7 +163,6 @@ def evaluate(
     predictors: Mapping[str, Predictor],
     benchmark: BenchmarkSpec | str,
     prompts: Iterable[str | None] | None = None,
-    out_dir: str | os.PathLike | None = None,
     *,
     root: str | os.PathLike | None = None,
     limit: int | None = None,
@@ -248,8 +177,8 @@ def evaluate(
     ``compare`` predictors are added when missing. Mismatches (a prompt-free model with a prompt, a
     prompt-only baseline without) raise :class:`InvalidInputError` before any work, unless the benchmark
     has ``skip_incompatible`` (then the cell is left out and recorded as not applicable; a predictor with no
-    column it can run still raises). ``sample_ids`` keeps only those samples. With ``out_dir`` every output
-    is written there (see :func:`metricanything.eval.report.write_outputs`).
+    column it can run still raises). ``sample_ids`` keeps only those samples. Nothing is written:
+    :func:`metricanything.eval.report.write_outputs` writes the files of the returned results.
     """
     spec = benchmark if isinstance(benchmark, BenchmarkSpec) else load_benchmark(benchmark)
     # a predictor that is one of the benchmark's compare entries is known by that name (the reference is one)
@@ -353,10 +282,6 @@ def evaluate(
         panels=panels,
     )
     results.comparisons = _comparisons(results)
-    if out_dir is not None:
-        from metricanything.eval.report import write_outputs  # noqa: PLC0415 - matplotlib is imported there
-
-        write_outputs(results, out_dir)
     return results
 
 
@@ -398,19 +323,10 @@ def _comparisons(results: EvalResults) -> dict[str, dict[str, dict[str, Any]]]:
 def _progress(samples, spec: BenchmarkSpec, limit: int | None, enabled: bool):
     if not enabled:
         return samples
-    from tqdm import tqdm  # noqa: PLC0415
-
     total = limit if limit is not None else spec.limit
     if total is None and spec.synthetic is not None:
         total = spec.synthetic.num
     return tqdm(samples, total=total, desc=f"eval {spec.name}", unit="img", leave=False)
-
-
-def format_value(value: float | None) -> str:
-    """A metric value as printed in tables."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from metricanything.api import infer
 from metricanything.camera import Intrinsics, splat_points_to_depth, transform_points
 from metricanything.errors import InvalidInputError
 from metricanything.prompts.prompt import Prompt
@@ -24,8 +25,6 @@ def complete_depth(
     precision: str = "fp32",
 ):
     """Dense metric depth from an image and sparse depth (H x W metres + bool mask at the image size)."""
-    from metricanything.api import infer
-
     prompt = Prompt.from_map(np.asarray(sparse_depth, dtype=np.float32), np.asarray(sparse_mask, dtype=bool))
     if prompt.size != (image.shape[1], image.shape[0]):
         raise InvalidInputError(f"sparse depth is {prompt.size[0]}x{prompt.size[1]}, image is {image.shape[1]}x{image.shape[0]}")
@@ -58,8 +57,6 @@ def super_resolve(
     precision: str = "fp32",
 ):
     """Depth super-resolution: a low-resolution metric depth map (same aspect) guided by the full image."""
-    from metricanything.api import infer
-
     prompt = lowres_depth_prompt(lowres_depth, lowres_valid, image.shape[1], image.shape[0])
     return infer(model, image, intrinsics=intrinsics, prompt=prompt, precision=precision)
 
@@ -78,18 +75,3 @@ def radar_prompt(points_radar: np.ndarray, T_cam_radar: np.ndarray, K: Intrinsic
     if not mask.any():
         raise InvalidInputError("no radar point projects into the image (check T_cam_radar)")
     return Prompt.from_map(depth, mask)
-
-
-def fuse_radar(
-    model: nn.Module,
-    image: np.ndarray,
-    points_radar: np.ndarray,
-    T_cam_radar: np.ndarray,
-    intrinsics: Intrinsics,
-    precision: str = "fp32",
-):
-    """Radar-camera fusion: dense metric depth from the image and the radar returns projected as a prompt."""
-    from metricanything.api import infer
-
-    prompt = radar_prompt(points_radar, T_cam_radar, intrinsics)
-    return infer(model, image, intrinsics=intrinsics, prompt=prompt, precision=precision)

@@ -41,13 +41,16 @@ from torch import Tensor, nn
 
 from metricanything.errors import CheckpointError, InvalidInputError, MetricAnythingError
 from metricanything.extras import require_extra
+from metricanything.models.checkpoint import from_pretrained
 from metricanything.models.dpt import push_pull_fill
 from metricanything.models.student import INVERSE_DEPTH_CLAMP, Student, fov_to_focal
 from metricanything.models.teacher import Teacher
+from metricanything.tasks.options import option
 
 __all__ = [
     "DEFAULT_OPSET",
     "ExportError",
+    "ExportOptions",
     "ExportResult",
     "StudentExportWrapper",
     "TeacherExportWrapper",
@@ -58,6 +61,7 @@ __all__ = [
     "masked_pool_traceable",
     "onnx_io_names",
     "reference_outputs",
+    "run",
     "run_onnx",
     "verify_onnx",
 ]
@@ -392,8 +396,6 @@ def _load_model(model_or_path: nn.Module | str | os.PathLike) -> nn.Module:
     if isinstance(model_or_path, nn.Module):
         model = model_or_path
     else:
-        from metricanything.models.checkpoint import from_pretrained
-
         model = from_pretrained(model_or_path)
     tensors = list(model.parameters()) + list(model.buffers())
     if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
@@ -590,3 +592,33 @@ def verify_onnx(onnx_path: str | os.PathLike, model: nn.Module, inputs: Mapping[
         raise ExportError(f"{onnx_path}: non-finite depth in the comparison")
     return float(np.max(np.abs(got64 - ref64) / np.maximum(np.abs(ref64), 1e-12)))
 
+
+# ---------------------------------------------------------------------------------------------- the command
+@dataclass
+class ExportOptions:
+    """What ``metricanything export`` takes (see ``metricanything export --help``)."""
+
+    model: str = option("--model", "", always=True)
+    onnx: Path = option("--onnx", Path("model.onnx"), always=True)
+    opset: int = option("--opset", DEFAULT_OPSET)
+    verify: bool = option("--verify", False)
+    tolerance: float = option("--tolerance", 1e-4)
+    external_data: bool | None = option("--external-data", None, words=lambda v: "yes" if v else "no")  # None: auto
+    optimize: bool = option("--no-optimize", True, invert=True)
+
+
+def run(options: ExportOptions) -> ExportResult:
+    """:func:`export_onnx` with the command's options; prints what was written."""
+    o = options
+    if Path(o.onnx).suffix.lower() != ".onnx":
+        raise InvalidInputError(f"--onnx must name a .onnx file, got {o.onnx}")
+    result = export_onnx(o.model, o.onnx, opset=o.opset, external_data=o.external_data, verify=o.verify,
+                         tolerance=o.tolerance, optimize=o.optimize)  # fmt: skip
+    print(f"exported the {result.kind} to {result.path} (opset {result.opset}, {result.seconds:.1f} s)")
+    print(f"  inputs:  {', '.join(result.input_names)}")
+    print(f"  outputs: {', '.join(result.output_names)}")
+    if result.external_data:
+        print(f"  weights: {', '.join(str(f) for f in result.files if f != result.path)}")
+    if result.max_rel_error is not None:
+        print(f"  verified with onnxruntime: max relative error {result.max_rel_error:.3g} (<= {o.tolerance:g})")
+    return result

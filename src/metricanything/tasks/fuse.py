@@ -9,14 +9,22 @@ points that fell into it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from metricanything.api import infer, load_model
 from metricanything.camera import Intrinsics, project, transform_points
-from metricanything.errors import InvalidInputError
-from metricanything.pointcloud import DEFAULT_EDGE_THRESHOLD, depth_to_point_cloud
+from metricanything.data.folder import FolderDataset
+from metricanything.depth_io import read_image
+from metricanything.errors import InputFileError, InvalidInputError
+from metricanything.models.bundled import resolve_model
+from metricanything.pointcloud import DEFAULT_EDGE_THRESHOLD, depth_to_point_cloud, write_glb, write_ply
+from metricanything.tasks.options import option
 
 
 @dataclass
@@ -121,3 +129,89 @@ def fuse_views(
     if voxel_size is not None:
         points, colors = voxel_downsample(points, colors, voxel_size)
     return FusedCloud(points=points, colors=colors, points_per_view=counts)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+@dataclass
+class FuseOptions:
+    """What ``metricanything fuse`` takes: the views (``data`` or ``images`` + ``poses``), the depth source,
+    the model, the voxel size and the output ``.ply`` / ``.glb``."""
+
+    out: Path = option("--out", Path("cloud.ply"), always=True)
+    data: Path | None = option("--data", None)
+    images: list[Path] | None = option("--images", None, many="nargs")
+    poses: Path | None = option("--poses", None)
+    depth_source: str = option("--depth-source", "model")  # model | gt (the dataset's own depth, --data only)
+    model: str | None = option("--model", None)
+    device: str = option("--device", "cpu")
+    voxel: float = option("--voxel", 0.02)  # 0 keeps every point
+    free_space_tol: float | None = option("--free-space-tol", None)
+
+
+def _views_from_images(images: Sequence[Path], poses_path: Path) -> list[tuple[str, np.ndarray, Any, np.ndarray, Any]]:
+    try:
+        spec = json.loads(Path(poses_path).read_text())
+    except FileNotFoundError:
+        raise InputFileError(poses_path, "file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputFileError(poses_path, f"not valid JSON ({exc})") from None
+    views = []
+    for path in map(Path, images):
+        entry = spec.get(path.name) or spec.get(path.stem)
+        if entry is None or "pose" not in entry:
+            raise InputFileError(poses_path, f"no pose for image {path.name!r}")
+        image = read_image(path)
+        h, w = image.shape[:2]
+        K = None
+        if "intrinsics" in entry:
+            k = entry["intrinsics"]
+            try:
+                K = Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"], w, h)
+            except KeyError as exc:
+                raise InputFileError(poses_path, f"intrinsics of {path.name!r} lack {exc}") from None
+        views.append((path.stem, image, K, np.asarray(entry["pose"], dtype=np.float64), None))
+    return views
+
+
+def _views(o: FuseOptions) -> list[tuple[str, np.ndarray, Any, np.ndarray, Any]]:
+    """(name, image, intrinsics or None, camera-to-world pose, sample or None) per view."""
+    if (o.data is None) == (o.images is None):
+        raise InvalidInputError("give exactly one of --data DIR or --images ... --poses FILE")
+    if o.data is None:
+        if o.poses is None:
+            raise InvalidInputError("--images needs --poses FILE")
+        if o.depth_source == "gt":
+            raise InvalidInputError("--depth-source gt needs --data (images alone carry no depth)")
+        return _views_from_images(o.images or [], o.poses)
+    views = []
+    for s in FolderDataset(o.data):
+        if s.pose is None:
+            raise InputFileError(Path(o.data) / s.sample_id, "sample has no pose; fuse needs known poses")
+        views.append((s.sample_id, s.image, s.intrinsics, s.pose, s))
+    return views
+
+
+def run(options: FuseOptions) -> FusedCloud:
+    """Depth per view (the model's or the dataset's), fused with :func:`fuse_views` and written to ``out``."""
+    o = options
+    if Path(o.out).suffix.lower() not in (".ply", ".glb"):
+        raise InvalidInputError(f"--out must end in .ply or .glb, got {o.out}")
+    views = _views(o)
+    depths, valids, Ks, model = [], [], [], None
+    for name, image, K, _pose, sample in views:
+        if o.depth_source == "gt":
+            depth, valid = sample.depth, sample.valid
+        else:
+            if model is None:
+                model = load_model(resolve_model(o.model, "student"), device=o.device)
+            result = infer(model, image, intrinsics=K)
+            depth, valid, K = result.depth, result.valid, result.intrinsics
+            print(f"{name}: depth from model, intrinsics {result.intrinsics_source.value}")
+        depths.append(depth)
+        valids.append(valid)
+        Ks.append(K)
+    fused = fuse_views(depths, valids, Ks, [v[3] for v in views], [v[1] for v in views],
+                       voxel_size=o.voxel or None, free_space_tol=o.free_space_tol)  # fmt: skip
+    (write_ply if Path(o.out).suffix.lower() == ".ply" else write_glb)(o.out, fused.points, fused.colors)
+    print(f"fused {len(views)} views ({sum(fused.points_per_view)} points) -> {len(fused.points)} points: {o.out}")
+    return fused

@@ -44,6 +44,8 @@ from metricanything.camera import (
 )
 from metricanything.depth_io import read_exif_focal_px, read_image, read_intrinsics_json, write_depth
 from metricanything.errors import InputFileError, InvalidInputError, MetricAnythingError
+from metricanything.tasks.options import option
+from metricanything.vis import save_depth_visualisation
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -135,11 +137,11 @@ def _iter_video(path: Path, used: set[str], stride: int) -> Iterator[InputImage 
 class IntrinsicsOptions:
     """User-given intrinsics: any of fx/fy/cx/cy (pixels of the input image) or a horizontal FoV (degrees)."""
 
-    fx: float | None = None
-    fy: float | None = None
-    cx: float | None = None
-    cy: float | None = None
-    fov_x: float | None = None
+    fx: float | None = option("--fx", None)
+    fy: float | None = option("--fy", None)
+    cx: float | None = option("--cx", None)
+    cy: float | None = option("--cy", None)
+    fov_x: float | None = option("--fov-x", None)
 
     def given(self) -> bool:
         return self.fx is not None or self.fov_x is not None
@@ -317,35 +319,6 @@ def png_scale_for(depth: np.ndarray, valid: np.ndarray) -> float:
     raise InvalidInputError(f"depth up to {dmax:.1f} m does not fit a 16-bit PNG")
 
 
-def save_depth_visualisation(path: Path, depth: np.ndarray, valid: np.ndarray) -> None:
-    """Colourised depth (turbo, near = warm) with a colour bar in metres; invalid pixels black."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    from metricanything.atomic import atomic_path
-
-    h, w = depth.shape
-    d = depth[valid]
-    lo, hi = (np.percentile(d, [1, 99]) if d.size else (1.0, 2.0))
-    hi = max(hi, lo * 1.01)
-    shown = np.ma.masked_where(~valid, depth)
-    cmap = plt.get_cmap("turbo_r").with_extremes(bad="black")
-    width_in = 6.0
-    fig = plt.figure(figsize=(width_in * 1.18, width_in * h / w + 0.2), dpi=max(100, int(w / width_in)))
-    ax = fig.add_axes((0.0, 0.0, 0.84, 1.0))
-    im = ax.imshow(shown, cmap=cmap, norm=LogNorm(vmin=lo, vmax=hi), interpolation="nearest")
-    ax.set_axis_off()
-    cax = fig.add_axes((0.87, 0.05, 0.03, 0.9))
-    bar = fig.colorbar(im, cax=cax)
-    bar.set_label("depth (m)")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
 def write_outputs(
     out_dir: Path,
     image: np.ndarray,
@@ -397,18 +370,18 @@ def write_outputs(
 class InferOptions:
     """Everything ``metricanything infer`` needs beyond the input and output paths."""
 
-    model: str | None = None
-    prompt: Path | None = None
-    lidar_calib: Path | None = None
+    model: str | None = option("--model", None)
+    prompt: Path | None = option("--prompt", None)
+    lidar_calib: Path | None = option("--lidar-calib", None)
     intrinsics: IntrinsicsOptions = field(default_factory=IntrinsicsOptions)
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 1
-    ply: bool = False
-    glb: bool = False
-    no_vis: bool = False
-    video_stride: int = 1
-    progress: bool = True
+    device: str = option("--device", "cpu")
+    precision: str = option("--precision", "fp32")
+    batch_size: int = option("--batch-size", 1)
+    ply: bool = option("--ply", False)
+    glb: bool = option("--glb", False)
+    no_vis: bool = option("--no-vis", False)
+    video_stride: int = option("--video-stride", 1)
+    progress: bool = option("--quiet", True, invert=True)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from metricanything.api import infer
 from metricanything.camera import Intrinsics, IntrinsicsSource
 from metricanything.errors import InvalidInputError
 
@@ -27,8 +28,6 @@ def estimate_intrinsics(model: nn.Module, image: np.ndarray) -> IntrinsicsEstima
     Raises :class:`InvalidInputError` for a model without a FoV head (the official student has none) instead
     of silently returning the fallback.
     """
-    from metricanything.api import infer
-
     if getattr(model, "fov", None) is None:
         raise InvalidInputError("this model has no FoV head, so it cannot estimate intrinsics (use a student with use_fov_head)")
     result = infer(model, image)

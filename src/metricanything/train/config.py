@@ -495,7 +495,6 @@ RESUMABLE_CHANGES = frozenset({
     "train.progress",
     "train.threads",
     "train.dump_rank_weights",
-    "train.max_seconds",
     "data.num_workers",  # item i is a pure function of (seed, i): any number of workers yields the same batches
 })
 

@@ -1,0 +1,92 @@
+"""One depth colouring for every picture: near = warm on a log scale, invalid black, the colour bar agrees."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metricanything.depth_io import read_image
+from metricanything.vis import (
+    DEPTH_LUT,
+    colorize_depth,
+    colorize_error,
+    depth_colorbar,
+    depth_limits,
+    pyplot,
+    save_depth_visualisation,
+    spread_points,
+)
+
+
+def test_near_is_warm_far_is_cold_and_invalid_is_black():
+    depth = np.array([[1.0, 100.0, 5.0, 0.0, np.nan]], np.float32)
+    valid = np.array([[True, True, False, True, True]])
+    rgb = colorize_depth(depth, valid, 1.0, 100.0)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 5, 3)
+    near, far = rgb[0, 0].astype(int), rgb[0, 1].astype(int)
+    assert near[0] > near[2] + 60 and far[2] > far[0]  # the red end vs the blue end of TURBO
+    assert np.array_equal(near, DEPTH_LUT[255]) and np.array_equal(far, DEPTH_LUT[0])
+    assert not rgb[0, 2:].any()  # masked, zero and NaN depth are black
+
+
+def test_scale_is_logarithmic_and_the_same_depth_gets_the_same_colour():
+    lo, hi = 2.0, 50.0
+    mid = np.sqrt(lo * hi)  # the geometric midpoint sits in the middle of the colour map
+    rgb = colorize_depth(np.array([[mid, 7.0]]), np.ones((1, 2), bool), lo, hi)
+    assert np.abs(rgb[0, 0].astype(int) - DEPTH_LUT[128].astype(int)).max() <= 8
+    other = colorize_depth(np.full((3, 3), 7.0), np.ones((3, 3), bool), lo, hi)
+    assert (other == rgb[0, 1]).all()
+    # beyond the range the colour saturates at the ends
+    ends = colorize_depth(np.array([[0.5, 500.0]]), np.ones((1, 2), bool), lo, hi)
+    assert np.array_equal(ends[0, 0], DEPTH_LUT[255]) and np.array_equal(ends[0, 1], DEPTH_LUT[0])
+
+
+def test_depth_limits_use_valid_positive_pixels_only():
+    depth = np.concatenate([np.linspace(1.0, 10.0, 100), [0.0, np.inf, 1000.0]]).astype(np.float32)[None]
+    valid = np.ones_like(depth, bool)
+    valid[0, -1] = False
+    lo, hi = depth_limits(depth, valid, (0, 100))
+    assert (lo, hi) == (pytest.approx(1.0), pytest.approx(10.0))
+    assert depth_limits(np.zeros((2, 2)), np.zeros((2, 2), bool)) == (1.0, 2.0)
+    lo, hi = depth_limits(np.full((2, 2), 3.0), np.ones((2, 2), bool))
+    assert hi == pytest.approx(3.03)
+
+
+def test_error_colouring_is_black_at_zero_and_bright_at_the_cap():
+    err = np.array([[0.0, 0.25, 0.5, 3.0, 0.4]])
+    rgb = colorize_error(err, np.array([[True, True, True, True, False]]), 0.5).astype(int)
+    assert rgb[0, 0].max() <= 4 and not rgb[0, 4].any()  # INFERNO starts at (0, 0, 4); unscored is pure black
+    assert rgb[0, 1].sum() < rgb[0, 2].sum() == rgb[0, 3].sum()
+
+
+def test_spread_points_gives_each_grown_pixel_its_nearest_point():
+    depth = np.zeros((5, 9), np.float32)
+    mask = np.zeros((5, 9), bool)
+    depth[2, 2], mask[2, 2] = 3.0, True
+    depth[2, 5], mask[2, 5] = 8.0, True
+    grown, gmask = spread_points(depth, mask)
+    assert gmask.sum() == 18 and gmask[1:4, 1:4].all() and gmask[1:4, 4:7].all()
+    assert (grown[1:4, 1:4] == 3.0).all() and (grown[1:4, 4:7] == 8.0).all() and not grown[~gmask].any()
+    empty, emask = spread_points(depth, np.zeros_like(mask))
+    assert not emask.any() and not empty.any()
+
+
+def test_colour_bar_shows_the_colours_of_the_image():
+    lo, hi = 1.5, 40.0
+    fig = pyplot().figure()
+    bar = depth_colorbar(fig, fig.add_axes((0.1, 0.1, 0.1, 0.8)), lo, hi)
+    for v in (1.5, 3.0, 7.7, 20.0, 40.0):
+        from_bar = np.array(bar.cmap(bar.norm(v))[:3]) * 255
+        from_image = colorize_depth(np.array([[v]]), np.ones((1, 1), bool), lo, hi)[0, 0]
+        assert np.abs(from_bar - from_image).max() <= 3, v
+    pyplot().close(fig)
+
+
+def test_depth_visualisation_png(tmp_path):
+    depth = np.tile(np.linspace(1.0, 20.0, 64, dtype=np.float32), (48, 1))
+    valid = np.ones_like(depth, bool)
+    valid[:10, :10] = False
+    path = save_depth_visualisation(tmp_path / "depth_vis.png", depth, valid)
+    img = read_image(path)
+    assert img.shape[0] > 48 and img.shape[1] > 64  # the depth plus a labelled colour bar
+    assert not list(tmp_path.glob("*.tmp*"))
