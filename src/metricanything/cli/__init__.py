@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args.quiet = bool(args.quiet or "--quiet" in lead)
     args.verbose = bool(args.verbose or "--verbose" in lead)
     if args.quiet and args.verbose:
-        parser.error("--quiet and --verbose exclude each other")
+        print(f"metricanything {name}: error: --quiet and --verbose exclude each other; give one", file=sys.stderr)
+        return 2
     if args.quiet and hasattr(args, "no_progress"):
         args.no_progress = True
     set_verbosity(QUIET if args.quiet else VERBOSE if args.verbose else NORMAL)

@@ -594,11 +594,13 @@ def _prompt_for(item: InputImage, options: InferOptions, K: Intrinsics | None):
     zmax = float(prompt.z.max())
     limit = _U16 * options.depth_png_scale
     if zmax > limit:
+        fit = next((s for s in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if zmax / s <= _U16), None)
         raise InputFileError(
             path,
             f"prompt depths reach {zmax:.6g} m but depth.png holds at most {limit:g} m at --depth-png-scale "
             f"{options.depth_png_scale:g}; prompt depths are metres (a 16-bit PNG prompt: millimetres unless "
-            "--prompt-png-scale says otherwise) - check the units, or pass a coarser --depth-png-scale",
+            "--prompt-png-scale says otherwise): check the units"
+            + (f", or rerun with --depth-png-scale {fit:g}" if fit else " (no 16-bit PNG scale holds this depth)"),
         )
     record["prompt_points"] = int(prompt.num_points)
     return prompt, record
