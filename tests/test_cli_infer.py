@@ -59,7 +59,7 @@ def test_intrinsics_sources_sidecar_and_fallback(tmp_path, teacher_dir, capsys):
     (inp / "side.json").write_text(json.dumps({"cam_in": [60.0, 61.0, 20.0, 15.0]}))
     _image(inp / "plain.png")
     out = tmp_path / "out"
-    assert main(["infer", "-i", str(inp), "-o", str(out), "--model", str(teacher_dir), "--quiet", "--no-vis"]) == 0
+    assert main(["infer", "-i", str(inp), "-o", str(out), "--model", str(teacher_dir), "--no-vis"]) == 0
     printed = capsys.readouterr().out
     assert "warning (plain)" in printed and "from fallback" in printed  # the fallback is announced per image
     assert "warning (side)" not in printed

@@ -72,7 +72,7 @@ def _cmd(out: Path, shards: Path, *extra: str) -> list[str]:
         sys.executable, "-m", "metricanything.cli", "pretrain", "--config", str(CONFIG), "--out", str(out),
         "--set", f"data.sources=[{{kind: shards, path: '{shards}'}}]", "--set", f"train.steps={STEPS}",
         "--set", "train.ckpt_every=4", "--set", "train.keep_last=2", "--set", "train.progress=false",
-        "--set", "data.val_samples=2", *extra,
+        "--set", "data.val_samples=2", "--verbose", *extra,
     ]
 
 
@@ -121,7 +121,8 @@ def test_corrupt_and_truncated_shards_train_through_and_resume_bit_identically(t
     assert proc.poll() is None, "the run finished before it could be killed:\n" + "".join(seen)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and not (killed / "model").exists()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((killed / "model" / "training_state.json").read_text())["final"] is False  # refreshed, not final
     assert max(s for s, _ in list_checkpoints(killed)) < 16  # the second bad sample is still ahead
 
     again = subprocess.run(_cmd(killed, shards, "--resume"), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -152,7 +153,8 @@ def test_a_source_failing_too_often_stops_the_run_naming_it(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert f"data source 0 (shards:{tmp_path / 's'})" in err and "data.sources.0.max_bad_fraction=0.1" in err
     assert "failed to decode" in err and "depth.npy" in err
-    assert not (tmp_path / "run" / "model").exists()
+    model = tmp_path / "run" / "model"  # only the refresh of a checkpoint before the stop, never a final model
+    assert not model.exists() or json.loads((model / "training_state.json").read_text())["final"] is False
     fault_steps = [r["step"] for r in _log(tmp_path / "run", "data_fault")]
     assert fault_steps and max(fault_steps) < 20
 

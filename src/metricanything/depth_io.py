@@ -356,18 +356,32 @@ def write_depth(
 
 
 # ---------------------------------------------------------------------------------------------- images
+def _too_large(p: Path, exc: Exception) -> InputFileError:
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    return InputFileError(
+        p,
+        f"image declares a size too large to decode safely ({exc}); the limit is {2 * limit / 1e6:.0f} megapixels "
+        "(a file this large is usually damaged or crafted): downscale the image or check the file",
+    )
+
+
 def _open_image(p: Path) -> Image.Image:
     try:
         img = Image.open(p)
     except UnidentifiedImageError as exc:
         raise InputFileError(p, "not a recognised image file") from exc
+    except Image.DecompressionBombError as exc:
+        raise _too_large(p, exc) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputFileError(p, f"corrupt or unreadable image ({exc})") from exc
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
         img.close()
-        raise InputFileError(p, f"corrupt or truncated image ({exc})") from exc
+        raise _too_large(p, exc) from exc
+    except (OSError, SyntaxError, ValueError, MemoryError) as exc:
+        img.close()
+        raise InputFileError(p, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
     return img
 
 
@@ -441,6 +455,8 @@ def read_exif_focal_px(
                 value, size = _exif_focal_35mm(img), img.size
         except UnidentifiedImageError as exc:
             raise InputFileError(p, "not a recognised image file") from exc
+        except Image.DecompressionBombError as exc:
+            raise _too_large(p, exc) from exc
         except OSError as exc:
             raise InputFileError(p, f"unreadable image ({exc})") from exc
     if width is None or height is None:

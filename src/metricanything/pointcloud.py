@@ -248,3 +248,21 @@ def write_glb(
     data = trimesh.Scene(cloud).export(file_type="glb")
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+
+
+def rigid_transform_problem(T: np.ndarray, tol: float = 1e-3) -> str | None:
+    """Why the 4x4 ``T`` is not a rigid transform (rotation + translation), or None when it is."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4):
+        return f"must be 4x4, got shape {T.shape}"
+    if not np.isfinite(T).all():
+        return "has non-finite values"
+    if not np.allclose(T[3], [0, 0, 0, 1], atol=tol):
+        return f"last row must be [0, 0, 0, 1], got {np.round(T[3], 6).tolist()}"
+    R = T[:3, :3]
+    err = float(np.abs(R.T @ R - np.eye(3)).max())
+    if err > tol:
+        return f"its 3x3 rotation part is not orthonormal (max |R^T R - I| = {err:.3g}; scale or shear?)"
+    if np.linalg.det(R) < 0:
+        return "its rotation part is a reflection (determinant -1)"
+    return None

@@ -43,7 +43,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ply", action="store_true", help="also write an edge-filtered coloured PLY point cloud")
     parser.add_argument("--glb", action="store_true", help="also write a GLB point cloud")
     parser.add_argument("--no-vis", action="store_true", help="skip the colourised depth PNG")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--depth-png-scale", type=float, default=0.001, metavar="METRES",
+        help="metres per unit of every depth.png of the run (default 0.001 = millimetres, up to 65.535 m; 0.002 "
+        "holds 131 m, 0.01 655 m); an image deeper than that fails with the value that fits",
+    )
+    parser.add_argument(
+        "--prompt-png-scale", type=float, default=None, metavar="METRES",
+        help="metres per unit of a 16-bit PNG prompt (default: the depth_png_scale_m of an intrinsics.json beside "
+        "it, i.e. an infer output folder, else millimetres)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress; print only errors and the summary")
 
 
 def options(args: argparse.Namespace) -> Any:
@@ -53,7 +63,8 @@ def options(args: argparse.Namespace) -> Any:
         model=args.model, prompt=args.prompt, lidar_calib=args.lidar_calib,
         intrinsics=IntrinsicsOptions(args.fx, args.fy, args.cx, args.cy, args.fov_x), device=args.device,
         precision=args.precision, batch_size=args.batch_size, ply=args.ply, glb=args.glb, no_vis=args.no_vis,
-        video_stride=args.video_stride, progress=not args.quiet,
+        video_stride=args.video_stride, progress=not args.quiet, depth_png_scale=args.depth_png_scale,
+        prompt_png_scale=args.prompt_png_scale,
     )  # fmt: skip
 
 

@@ -24,10 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from metricanything.atomic import check_output_dir
     from metricanything.data.shards import pack
 
     if args.shard_size < 1:
         raise InvalidInputError(f"--shard-size must be >= 1, got {args.shard_size}")
+    check_output_dir(args.out, "--out")
     result = pack(
         args.sources, args.out, prefix=args.prefix, max_samples_per_shard=args.shard_size,
         image_format=args.image_format, progress=not args.no_progress, overwrite=args.overwrite,

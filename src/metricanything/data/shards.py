@@ -205,14 +205,19 @@ def pack(
 
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    opened = [open_samples(s) if isinstance(s, (str, os.PathLike)) else s for s in sources]  # fail before writing
-    if not overwrite and _existing_shards(Path(out_dir), prefix):
-        raise InvalidInputError(f"{out_dir} already holds {prefix}-*.tar shards; choose another folder/prefix or overwrite")
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from metricanything.atomic import check_output_dir, clean_stale_temps
+    from metricanything.progress import Progress
 
-        bar = tqdm(desc="pack", unit="sample")
+    opened = [open_samples(s) if isinstance(s, (str, os.PathLike)) else s for s in sources]  # fail before writing
+    check_output_dir(out_dir, "--out")
+    clean_stale_temps(out_dir)  # partial shards of a killed run
+    if not overwrite and _existing_shards(Path(out_dir), prefix):
+        raise InvalidInputError(
+            f"--out {out_dir} already holds {prefix}-*.tar shards; choose another --out or --prefix, or pass "
+            "--overwrite to replace them"
+        )
+    total = sum(len(s) for s in opened) if all(hasattr(s, "__len__") for s in opened) else None
+    bar = Progress(total, "pack", "sample", lines=True, interval_s=30.0) if progress else None
     with ShardWriter(out_dir, prefix, max_samples_per_shard, image_format=image_format) as writer:
         for samples in opened:
             for sample in samples:

@@ -330,7 +330,7 @@ def _map_to_prompt(depth: np.ndarray, mask: np.ndarray, width: int, height: int,
 
 
 def read_prompt_file(
-    path: str | os.PathLike, width: int, height: int, *, drop_outside: bool = False
+    path: str | os.PathLike, width: int, height: int, *, drop_outside: bool = False, png_scale: float = 1e-3
 ) -> Prompt:
     """Read a user prompt file for a ``width`` x ``height`` image. Raises :class:`InputFileError` on any problem.
 
@@ -341,12 +341,14 @@ def read_prompt_file(
       2-D array with 3 or 4 columns is always read as points unless its shape is exactly H x W.
     * ``.csv`` with a header naming the columns ``u``, ``v``, ``z`` (optionally ``confidence``; other columns
       are ignored); one point per row.
-    * ``.png`` 16-bit single-channel depth in **millimetres**, 0 = no prompt.
+    * ``.png`` 16-bit single-channel depth, ``png_scale`` metres per unit (**millimetres** by default), 0 = no
+      prompt.
 
     A map whose size differs from the image but has the same aspect ratio (within 1%) is taken as
     low-resolution depth: each of its pixels becomes a point at the corresponding location of the image
     (pixel edges onto pixel edges, :meth:`Prompt.resized`). Points outside the image are an error unless
-    ``drop_outside=True``. An empty prompt is an error.
+    ``drop_outside=True``. An empty prompt is an error. Messages name the file and speak of its content (rows,
+    columns, pixels), not of Python arguments, so they read right from the command line too.
     """
     p = Path(path)
     if not p.exists():
@@ -360,7 +362,7 @@ def read_prompt_file(
         if suffix == ".csv":
             return _read_csv(p, width, height, drop_outside)
         if suffix == ".png":
-            return _read_png(p, width, height)
+            return _read_png(p, width, height, png_scale)
     except InvalidInputError as exc:
         raise InputFileError(p, str(exc)) from exc
     raise InputFileError(p, f"unsupported prompt file type {suffix!r}; expected one of {PROMPT_FILE_SUFFIXES}")
@@ -369,6 +371,18 @@ def read_prompt_file(
 def _points_or_error(pts: np.ndarray, width: int, height: int, drop_outside: bool, path: Path) -> Prompt:
     if pts.shape[0] == 0:
         raise InputFileError(path, "the prompt file contains no points")
+    if not np.isfinite(pts[:, :2]).all():
+        raise InputFileError(path, f"{int((~np.isfinite(pts[:, :2])).any(axis=1).sum())} point(s) have a non-finite u or v")
+    out = ~_inside(pts[:, 0], pts[:, 1], width, height)
+    if out.any() and not drop_outside:
+        i = int(np.nonzero(out)[0][0])
+        raise InputFileError(
+            path,
+            f"{int(out.sum())} of {len(pts)} prompt point(s) lie outside the {width}x{height} image (first: point "
+            f"{i + 1}, u={pts[i, 0]:g}, v={pts[i, 1]:g}); u and v are pixel coordinates of this image (pixel centres "
+            f"at integers: -0.5 <= u < {width - 0.5:g}, -0.5 <= v < {height - 0.5:g}). Remove those points, or check "
+            "that the prompt was made for an image of this size",
+        )
     prompt = Prompt.from_points(pts, width, height, drop_outside=drop_outside, allow_empty=True)
     if prompt.num_points == 0:
         raise InputFileError(path, f"none of the {pts.shape[0]} prompt points lies inside the {width}x{height} image")
@@ -389,8 +403,15 @@ def _read_npy(p: Path, width: int, height: int, drop_outside: bool) -> Prompt:
         return _read_map_array(arr, width, height, p)
     if arr.ndim == 2 and arr.shape[1] in (3, 4):
         return _points_or_error(arr, width, height, drop_outside, p)
-    if arr.ndim == 2:
+    if arr.ndim == 2 and min(arr.shape) >= 2 and abs(arr.shape[1] / arr.shape[0] - width / height) <= 0.01 * (width / height):
         return _read_map_array(arr, width, height, p)
+    if arr.ndim == 2:
+        raise InputFileError(
+            p,
+            f"array of shape {arr.shape} is neither N x 3 / N x 4 points (u, v, z[, confidence]) nor a depth map of "
+            f"this image's {width}x{height} size or aspect ratio (H x W rows x columns; a lower resolution with the "
+            "same aspect is accepted)",
+        )
     raise InputFileError(
         p,
         f"array of shape {arr.shape} is neither an H x W depth map ({height}x{width}) nor N x 3 / N x 4 points",
@@ -437,9 +458,9 @@ def _read_csv(p: Path, width: int, height: int, drop_outside: bool) -> Prompt:
     return _points_or_error(pts, width, height, drop_outside, p)
 
 
-def _read_png(p: Path, width: int, height: int) -> Prompt:
-    from metricanything.depth_io import PNG_SCALE_MM, read_depth
+def _read_png(p: Path, width: int, height: int, scale: float) -> Prompt:
+    from metricanything.depth_io import read_depth
 
-    depth, mask = read_depth(p, scale=PNG_SCALE_MM)  # 16-bit millimetres, 0 = no prompt; errors name the file
+    depth, mask = read_depth(p, scale=scale)  # 16-bit, metres = value x scale, 0 = no prompt; errors name the file
     return _map_to_prompt(np.where(mask, depth, 0).astype(np.float64), mask, width, height, p)
 

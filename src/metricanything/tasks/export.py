@@ -24,6 +24,7 @@ import contextlib
 import copy
 import io
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -509,7 +510,12 @@ def export_onnx(
             err = max(err, verify_onnx(out, model, inputs))
         result.max_rel_error = err
         if not err <= tolerance:
-            raise ExportError(f"{out}: onnxruntime differs from PyTorch by {err:.3g} (relative) > {tolerance:g}")
+            for f in files:  # a graph that failed its check is not left where it would be used
+                Path(f).unlink(missing_ok=True)
+            raise ExportError(
+                f"{out}: onnxruntime differs from PyTorch by {err:.3g} (relative) > {tolerance:g}, so the export was "
+                "removed; rerun with a larger --tolerance to accept it, or without --verify to keep it unchecked"
+            )
     return result
 
 
@@ -612,6 +618,11 @@ def run(options: ExportOptions) -> ExportResult:
     o = options
     if Path(o.onnx).suffix.lower() != ".onnx":
         raise InvalidInputError(f"--onnx must name a .onnx file, got {o.onnx}")
+    if not (o.tolerance > 0 and math.isfinite(o.tolerance)):
+        raise InvalidInputError(f"--tolerance {o.tolerance}: must be a positive relative error, e.g. 1e-4")
+    from metricanything.atomic import check_output_file
+
+    check_output_file(o.onnx, "--onnx")
     result = export_onnx(o.model, o.onnx, opset=o.opset, external_data=o.external_data, verify=o.verify,
                          tolerance=o.tolerance, optimize=o.optimize)  # fmt: skip
     print(f"exported the {result.kind} to {result.path} (opset {result.opset}, {result.seconds:.1f} s)")

@@ -18,12 +18,19 @@ from typing import Any
 import numpy as np
 
 from metricanything.api import infer, load_model
+from metricanything.atomic import check_output_file
 from metricanything.camera import Intrinsics, project, transform_points
 from metricanything.data.folder import FolderDataset
 from metricanything.depth_io import read_image
 from metricanything.errors import InputFileError, InvalidInputError
 from metricanything.models.bundled import resolve_model
-from metricanything.pointcloud import DEFAULT_EDGE_THRESHOLD, depth_to_point_cloud, write_glb, write_ply
+from metricanything.pointcloud import (
+    DEFAULT_EDGE_THRESHOLD,
+    depth_to_point_cloud,
+    rigid_transform_problem,
+    write_glb,
+    write_ply,
+)
 from metricanything.tasks.options import option
 
 
@@ -106,8 +113,9 @@ def fuse_views(
     clouds, colours, counts = [], [], []
     for i in range(n):
         pose = np.asarray(poses[i], dtype=np.float64)
-        if pose.shape != (4, 4):
-            raise InvalidInputError(f"view {i}: pose must be 4x4, got {pose.shape}")
+        problem = rigid_transform_problem(pose)
+        if problem:
+            raise InvalidInputError(f"view {i}: the pose is not a rigid camera-to-world transform: {problem}")
         pts, cols = depth_to_point_cloud(
             depths[i], valids[i], intrinsics[i], None if images is None else images[i], drop_edges, edge_threshold
         )
@@ -148,28 +156,49 @@ class FuseOptions:
     free_space_tol: float | None = option("--free-space-tol", None)
 
 
+_POSE_FORM = "a 4x4 camera-to-world matrix [[R, t], [0, 0, 0, 1]] with R a rotation (OpenCV camera frame)"
+
+
+def checked_pose(value: Any, where: str | Path, name: str) -> np.ndarray:
+    """``value`` as a 4x4 rigid camera-to-world pose; :class:`InputFileError` naming ``where`` and ``name`` if not."""
+    try:
+        pose = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputFileError(where, f"pose of {name!r} is not a matrix of numbers; expected {_POSE_FORM}") from None
+    problem = rigid_transform_problem(pose)
+    if problem:
+        raise InputFileError(where, f"pose of {name!r} is not rigid: {problem}; expected {_POSE_FORM}")
+    return pose
+
+
 def _views_from_images(images: Sequence[Path], poses_path: Path) -> list[tuple[str, np.ndarray, Any, np.ndarray, Any]]:
     try:
-        spec = json.loads(Path(poses_path).read_text())
+        spec = json.loads(Path(poses_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputFileError(poses_path, "file not found") from None
-    except json.JSONDecodeError as exc:
+        raise InputFileError(poses_path, "--poses file not found") from None
+    except IsADirectoryError:
+        raise InputFileError(poses_path, "--poses must be a JSON file, got a folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(poses_path, f"not valid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise InputFileError(poses_path, 'expected {"<image file name>": {"pose": 4x4, "intrinsics": {...}}, ...}')
     views = []
     for path in map(Path, images):
         entry = spec.get(path.name) or spec.get(path.stem)
-        if entry is None or "pose" not in entry:
-            raise InputFileError(poses_path, f"no pose for image {path.name!r}")
+        if not isinstance(entry, dict) or "pose" not in entry:
+            raise InputFileError(poses_path, f"no pose for image {path.name!r} (a key {path.name!r} with a 'pose')")
         image = read_image(path)
         h, w = image.shape[:2]
         K = None
         if "intrinsics" in entry:
             k = entry["intrinsics"]
             try:
-                K = Intrinsics(k["fx"], k["fy"], k["cx"], k["cy"], w, h)
+                K = Intrinsics(float(k["fx"]), float(k["fy"]), float(k["cx"]), float(k["cy"]), w, h)
             except KeyError as exc:
                 raise InputFileError(poses_path, f"intrinsics of {path.name!r} lack {exc}") from None
-        views.append((path.stem, image, K, np.asarray(entry["pose"], dtype=np.float64), None))
+            except (TypeError, ValueError, InvalidInputError) as exc:
+                raise InputFileError(poses_path, f"intrinsics of {path.name!r} are invalid ({exc})") from None
+        views.append((path.stem, image, K, checked_pose(entry["pose"], poses_path, path.name), None))
     return views
 
 
@@ -187,7 +216,8 @@ def _views(o: FuseOptions) -> list[tuple[str, np.ndarray, Any, np.ndarray, Any]]
     for s in FolderDataset(o.data):
         if s.pose is None:
             raise InputFileError(Path(o.data) / s.sample_id, "sample has no pose; fuse needs known poses")
-        views.append((s.sample_id, s.image, s.intrinsics, s.pose, s))
+        pose = checked_pose(s.pose, Path(o.data) / s.sample_id / "meta.json", s.sample_id)
+        views.append((s.sample_id, s.image, s.intrinsics, pose, s))
     return views
 
 
@@ -196,6 +226,11 @@ def run(options: FuseOptions) -> FusedCloud:
     o = options
     if Path(o.out).suffix.lower() not in (".ply", ".glb"):
         raise InvalidInputError(f"--out must end in .ply or .glb, got {o.out}")
+    if not (o.voxel >= 0 and np.isfinite(o.voxel)):
+        raise InvalidInputError(f"--voxel {o.voxel}: must be a size in metres >= 0 (0 keeps every point)")
+    if o.free_space_tol is not None and not (0 < o.free_space_tol < 1):
+        raise InvalidInputError(f"--free-space-tol {o.free_space_tol}: must be a relative margin in (0, 1), e.g. 0.05")
+    check_output_file(o.out, "--out")
     views = _views(o)
     depths, valids, Ks, model = [], [], [], None
     for name, image, K, _pose, sample in views:

@@ -3,12 +3,22 @@
 For every input image this writes, into ``OUT/<image stem>/``:
 
 * ``depth.npy``      float32 metres at the input's exact H x W (0 where not valid);
-* ``depth.png``      16-bit depth, 1 unit = ``depth_png_scale_m`` metres (1 mm unless the scene is deeper than
-  65.535 m, then the smallest of 2, 5, 10 ... mm that fits; the scale is recorded in ``intrinsics.json``);
+* ``depth.png``      16-bit depth, 1 unit = ``--depth-png-scale`` metres: one fixed scale for the whole run,
+  1 mm (0.001) by default, recorded in ``intrinsics.json`` as ``depth_png_scale_m``; 0 = no depth. An image
+  whose valid depth does not fit (deeper than 65535 units, e.g. 65.535 m at 1 mm, or a valid depth that
+  rounds to 0) fails on its own with an error naming ``--depth-png-scale`` and the value that fits; the other
+  images of the run go on (the scale is never changed per image, so every frame of a video and every
+  ``depth.png`` fed back as ``--prompt`` reads with the same scale);
+* ``valid.png``      8-bit mask, 255 where the depth is valid, 0 elsewhere;
 * ``depth_vis.png``  colourised depth with a colour bar in metres (unless ``no_vis``);
 * ``intrinsics.json`` fx, fy, cx, cy, width, height, ``source`` (given | sidecar | exif | estimated | fallback),
   the model used, the prompt used and the PNG scale;
 * ``cloud.ply`` / ``cloud.glb`` (optional): edge-filtered coloured point cloud in the camera frame.
+
+Every file of an image is written into a hidden temporary folder (``OUT/.<stem>.tmp-<pid>-<random>``) that then
+replaces ``OUT/<stem>/`` as a whole: an output folder holds only the files of the latest complete run for that
+image (no ``cloud.ply`` of an earlier run with another focal), and a killed run leaves no visible half-written
+file. The temporaries of a killed run are removed by the next run into the same ``OUT``.
 
 Focal resolution order: explicit values (``--fx/--fy/--cx/--cy``, ``--fov-x``) -> sidecar JSON -> EXIF
 35 mm-equivalent focal -> the model's FoV head (``estimated``) -> a fallback that always warns.
@@ -26,7 +36,6 @@ from __future__ import annotations
 import glob as globlib
 import json
 import math
-import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,8 +51,17 @@ from metricanything.camera import (
     splat_points_to_depth,
     transform_points,
 )
-from metricanything.depth_io import read_exif_focal_px, read_image, read_intrinsics_json, write_depth
+from metricanything.depth_io import (
+    PNG_SCALE_MM,
+    read_exif_focal_px,
+    read_image,
+    read_intrinsics_json,
+    write_depth,
+    write_image,
+)
 from metricanything.errors import InputFileError, InvalidInputError, MetricAnythingError
+from metricanything.pointcloud import rigid_transform_problem
+from metricanything.progress import QUIET, VERBOSE, Progress, say
 from metricanything.tasks.options import option
 from metricanything.vis import save_depth_visualisation
 
@@ -251,72 +269,178 @@ def _check_flags(K: Intrinsics, flags: dict[str, str], options: IntrinsicsOption
 
 
 # ---------------------------------------------------------------------------------------------- prompts
+#: LiDAR record lengths (float32 values per point) tried when ``point_dims`` looks wrong
+_LIDAR_DIMS = (3, 4, 5, 6)
+
+
+def _column_spread(points: np.ndarray) -> float:
+    """max / min inter-quartile range over the columns of ``points`` (1 when every column looks alike)."""
+    q = np.nanpercentile(points, [25, 75], axis=0)
+    iqr = np.maximum(q[1] - q[0], 1e-12)
+    return float(iqr.max() / iqr.min())
+
+
+def check_point_dims(raw: np.ndarray, dims: int, path: Path, calib_path: Path) -> None:
+    """Refuse a ``.bin`` sweep read with the wrong ``point_dims``.
+
+    Read with the wrong record length, every column of the array cycles through all the file's fields (x, y,
+    z, intensity, ring, ...), so all columns look alike; read right, they differ (intensity spans ~1, x tens of
+    metres). The declared ``dims`` is refused when its columns look alike and another record length that
+    divides the file gives clearly distinct columns.
+    """
+    if raw.size < 40 * dims:
+        return
+    finite = raw[np.isfinite(raw)] if not np.isfinite(raw).all() else raw
+    if finite.size != raw.size:
+        return
+    spread = {d: _column_spread(raw.reshape(-1, d)[:4096]) for d in _LIDAR_DIMS if raw.size % d == 0 and d <= raw.size // 40}
+    own = spread.get(dims)
+    if own is None:
+        return
+    best = max(spread, key=spread.get)
+    if best != dims and own < 1.5 and spread[best] > 3 * own:
+        raise InputFileError(
+            path,
+            f"read with point_dims={dims} (from {calib_path}), its columns are mixed up: the file looks like "
+            f"{best} float32 values per point (KITTI 4: x y z intensity; nuScenes 5: x y z intensity ring). Set "
+            f'"point_dims": {best} in {calib_path}',
+        )
+
+
 def read_lidar_prompt(points_path: Path, calib_path: Path, K: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Project a LiDAR sweep into the image with the z-buffer: ``(depth, mask)`` at K's size.
 
     ``points_path``: ``.bin`` float32 records (``point_dims`` floats each, x y z first; KITTI 4, nuScenes 5)
     or ``.npy`` N x >=3. ``calib_path`` JSON: ``{"T_cam_lidar": 4x4 (LiDAR -> camera, OpenCV frame),
-    "point_dims": 4}``.
+    "point_dims": 4}``. A ``.bin`` read with the wrong ``point_dims`` is refused (:func:`check_point_dims`).
     """
+    calib_path = Path(calib_path)
     try:
-        calib = json.loads(Path(calib_path).read_text())
+        calib = json.loads(calib_path.read_text())
     except FileNotFoundError:
-        raise InputFileError(calib_path, "LiDAR calibration file not found") from None
-    except json.JSONDecodeError as exc:
+        raise InputFileError(calib_path, "LiDAR calibration file (--lidar-calib) not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(calib_path, f"not valid JSON ({exc})") from None
-    if "T_cam_lidar" not in calib:
+    except IsADirectoryError:
+        raise InputFileError(calib_path, "--lidar-calib must be a JSON file, got a folder") from None
+    if not isinstance(calib, dict) or "T_cam_lidar" not in calib:
         raise InputFileError(calib_path, "missing 'T_cam_lidar' (4x4 LiDAR-to-camera transform)")
-    T = np.asarray(calib["T_cam_lidar"], dtype=np.float64)
+    try:
+        T = np.asarray(calib["T_cam_lidar"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputFileError(calib_path, "'T_cam_lidar' must be a 4x4 array of numbers") from None
     if T.shape != (4, 4):
         raise InputFileError(calib_path, f"'T_cam_lidar' must be 4x4, got {T.shape}")
+    problem = rigid_transform_problem(T)
+    if problem:
+        raise InputFileError(calib_path, f"'T_cam_lidar' is not a rigid transform: {problem}")
     points_path = Path(points_path)
     if not points_path.is_file():
         raise InputFileError(points_path, "LiDAR points file not found")
     if points_path.suffix.lower() == ".bin":
-        dims = int(calib.get("point_dims", 4))
+        dims = calib.get("point_dims", 4)
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 3 <= dims <= 64:
+            raise InputFileError(calib_path, f"'point_dims' must be an integer >= 3 (KITTI 4, nuScenes 5), got {dims!r}")
         raw = np.fromfile(points_path, dtype="<f4")
-        if dims < 3 or raw.size % dims:
-            raise InputFileError(points_path, f"size is not a multiple of point_dims={dims} float32 values")
+        if raw.size == 0:
+            raise InputFileError(points_path, "LiDAR file is empty")
+        if raw.size % dims:
+            raise InputFileError(
+                points_path,
+                f"size ({raw.size} float32 values) is not a multiple of point_dims={dims} from {calib_path}",
+            )
+        check_point_dims(raw, dims, points_path, calib_path)
         pts = raw.reshape(-1, dims)[:, :3]
     elif points_path.suffix.lower() == ".npy":
         try:
             pts = np.load(points_path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise InputFileError(points_path, f"unreadable .npy ({exc})") from None
-        if pts.ndim != 2 or pts.shape[1] < 3:
-            raise InputFileError(points_path, f"LiDAR .npy must be N x >=3, got {pts.shape}")
-        pts = pts[:, :3]
+        if pts.ndim != 2 or pts.shape[1] < 3 or not np.issubdtype(pts.dtype, np.number):
+            raise InputFileError(points_path, f"LiDAR .npy must be N x >=3 numbers, got {pts.shape} {pts.dtype}")
+        pts = pts[:, :3].astype(np.float64)
     else:
-        raise InputFileError(points_path, "LiDAR points must be .bin or .npy")
+        raise InputFileError(points_path, "LiDAR points (with --lidar-calib) must be .bin or .npy")
     pts = pts[np.isfinite(pts).all(axis=1)]
     depth, mask = splat_points_to_depth(transform_points(pts, T), K)
     if not mask.any():
-        raise InputFileError(points_path, "no LiDAR point projects into the image (check T_cam_lidar)")
+        raise InputFileError(points_path, f"no LiDAR point projects into the image (check T_cam_lidar in {calib_path})")
     return depth, mask
 
 
-def find_prompt_file(prompt: Path, item: InputImage) -> Path | None:
-    """``prompt`` itself if a file, else ``prompt/<stem>.{npy,csv,png,bin}`` for a folder of prompts."""
+#: prompt file suffixes looked up in a ``--prompt`` folder, in order
+PROMPT_FOLDER_SUFFIXES = (".npy", ".csv", ".png", ".bin")
+
+
+def find_prompt_file(prompt: Path, item: InputImage) -> Path:
+    """``prompt`` itself if a file, else ``prompt/<stem>.{npy,csv,png,bin}`` for a folder of prompts.
+
+    A folder without a prompt for this image is an error (never a silent prompt-free run).
+    """
     if prompt.is_file():
         return prompt
     if prompt.is_dir():
         stem = item.path.stem if item.frame is None else item.name
-        for ext in (".npy", ".csv", ".png", ".bin"):
+        for ext in PROMPT_FOLDER_SUFFIXES:
             cand = prompt / f"{stem}{ext}"
             if cand.is_file():
                 return cand
-        return None
-    raise InputFileError(prompt, "prompt file or folder not found")
+        raise InputFileError(
+            prompt,
+            f"the --prompt folder has no prompt for image {item.path.name if item.frame is None else item.name} "
+            f"(looked for {stem}{{{','.join(PROMPT_FOLDER_SUFFIXES)}}}); add one, or run the images without a "
+            "prompt in a separate infer run without --prompt",
+        )
+    raise InputFileError(prompt, "--prompt file or folder not found")
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+#: largest value of a 16-bit PNG
+_U16 = 65535
+
+
 def png_scale_for(depth: np.ndarray, valid: np.ndarray) -> float:
-    """Metres per unit for the 16-bit PNG: 1 mm unless the depth exceeds 65.535 m (then 2, 5, 10, ... mm)."""
+    """Metres per unit that fit ``depth``: 1 mm unless it exceeds 65.535 m (then 2, 5, 10, ... mm).
+
+    ``infer`` no longer picks a scale per image (see the module docstring); this helper suggests a value for
+    ``--depth-png-scale`` and serves callers that write a self-describing PNG of one image.
+    """
     dmax = float(depth[valid].max()) if valid.any() else 0.0
     for scale in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
-        if dmax / scale <= 65535:
+        if dmax / scale <= _U16:
             return scale
     raise InvalidInputError(f"depth up to {dmax:.1f} m does not fit a 16-bit PNG")
+
+
+def check_png_scale(scale: float) -> float:
+    """Validate ``--depth-png-scale`` (metres per unit, finite, > 0, at most 1 m)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and 0 < scale <= 1):
+        raise InvalidInputError(
+            f"--depth-png-scale {scale!r}: must be metres per PNG unit in (0, 1] (0.001 = millimetres, the default; "
+            "0.002 holds up to 131 m, 0.01 up to 655 m)"
+        )
+    return float(scale)
+
+
+def _png_scale_problem(depth: np.ndarray, valid: np.ndarray, scale: float) -> str | None:
+    """Why ``depth`` does not fit a 16-bit PNG at ``scale`` (naming the option and a value that fits), or None."""
+    if not valid.any():
+        return None
+    d = depth[valid].astype(np.float64)
+    dmax, dmin = float(d.max()), float(d.min())
+    if dmax / scale > _U16 + 0.5:
+        fit = next((s for s in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if dmax / s <= _U16), None)
+        hint = f"rerun with --depth-png-scale {fit:g}" if fit else "this depth is beyond any 16-bit PNG scale"
+        return (
+            f"depth up to {dmax:.6g} m does not fit depth.png at --depth-png-scale {scale:g} m per unit (at most "
+            f"{_U16 * scale:g} m); {hint} (one scale for the whole run; depth.npy holds the exact values)"
+        )
+    if dmin / scale < 0.5:
+        return (
+            f"depth down to {dmin:.3g} m rounds to 0 (= no depth) in depth.png at --depth-png-scale {scale:g} m per "
+            f"unit; rerun with a finer --depth-png-scale (e.g. {scale / 10:g})"
+        )
+    return None
 
 
 def write_outputs(
@@ -327,42 +451,53 @@ def write_outputs(
     no_vis: bool = False,
     ply: bool = False,
     glb: bool = False,
+    png_scale: float = PNG_SCALE_MM,
 ) -> list[Path]:
-    """Write every per-image product of one :class:`~metricanything.api.DepthResult` into ``out_dir``."""
+    """Write every per-image product of one :class:`~metricanything.api.DepthResult` into ``out_dir``.
+
+    Everything is written into a hidden temporary folder that then replaces ``out_dir`` as a whole
+    (:func:`metricanything.atomic.atomic_dir`). A depth that does not fit ``depth.png`` at ``png_scale`` raises
+    :class:`InvalidInputError` naming ``--depth-png-scale`` before anything is written.
+    """
+    from metricanything.atomic import atomic_dir
     from metricanything.depth_io import write_intrinsics_json
     from metricanything.pointcloud import depth_to_point_cloud, write_glb, write_ply
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     depth = np.asarray(result.depth, dtype=np.float32)
     valid = np.asarray(result.valid, dtype=bool)
-    written = []
-    write_depth(out_dir / "depth.npy", depth, valid)
-    scale = png_scale_for(depth, valid)
-    write_depth(out_dir / "depth.png", depth, valid, scale=scale)
-    written += [out_dir / "depth.npy", out_dir / "depth.png"]
-    if not no_vis:
-        save_depth_visualisation(out_dir / "depth_vis.png", depth, valid)
-        written.append(out_dir / "depth_vis.png")
-    if ply or glb:
-        pts, cols = depth_to_point_cloud(depth, valid, result.intrinsics, image, drop_edges=True)
-        if ply:
-            write_ply(out_dir / "cloud.ply", pts, cols)
-            written.append(out_dir / "cloud.ply")
-        if glb:
-            write_glb(out_dir / "cloud.glb", pts, cols)
-            written.append(out_dir / "cloud.glb")
-    K = result.intrinsics
-    extra = {
-        "source": result.intrinsics_source.value,
-        "fov_x_deg": K.fov_x,
-        "fov_y_deg": K.fov_y,
-        "depth_png_scale_m": scale,
-        "depth_units": "metres (z-depth, OpenCV camera frame)",
-        **record,
-    }
-    write_intrinsics_json(out_dir / "intrinsics.json", K, extra)
-    written.append(out_dir / "intrinsics.json")
-    return written
+    problem = _png_scale_problem(depth, valid, png_scale)
+    if problem:
+        raise InvalidInputError(problem + "; nothing written for this image")
+    names = ["depth.npy", "depth.png", "valid.png"]
+    with atomic_dir(out_dir) as tmp:
+        write_depth(tmp / "depth.npy", depth, valid)
+        write_depth(tmp / "depth.png", depth, valid, scale=png_scale)
+        write_image(tmp / "valid.png", np.where(valid, 255, 0).astype(np.uint8))
+        if not no_vis:
+            save_depth_visualisation(tmp / "depth_vis.png", depth, valid)
+            names.append("depth_vis.png")
+        if ply or glb:
+            pts, cols = depth_to_point_cloud(depth, valid, result.intrinsics, image, drop_edges=True)
+            if ply:
+                write_ply(tmp / "cloud.ply", pts, cols)
+                names.append("cloud.ply")
+            if glb:
+                write_glb(tmp / "cloud.glb", pts, cols)
+                names.append("cloud.glb")
+        K = result.intrinsics
+        extra = {
+            "source": result.intrinsics_source.value,
+            "fov_x_deg": K.fov_x,
+            "fov_y_deg": K.fov_y,
+            "depth_png_scale_m": png_scale,
+            "depth_png": "uint16, metres = value x depth_png_scale_m, 0 = no depth",
+            "valid_png": "uint8, 255 = valid depth, 0 = no depth (depth.npy and depth.png hold 0 there)",
+            "depth_units": "metres (z-depth, OpenCV camera frame)",
+            **record,
+        }
+        write_intrinsics_json(tmp / "intrinsics.json", K, extra)
+        names.append("intrinsics.json")
+    return [out_dir / n for n in names]
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -382,6 +517,25 @@ class InferOptions:
     no_vis: bool = option("--no-vis", False)
     video_stride: int = option("--video-stride", 1)
     progress: bool = option("--quiet", True, invert=True)
+    depth_png_scale: float = option("--depth-png-scale", PNG_SCALE_MM)
+    prompt_png_scale: float | None = option("--prompt-png-scale", None)
+
+    def __post_init__(self) -> None:
+        check_png_scale(self.depth_png_scale)
+        if self.prompt_png_scale is not None:
+            try:
+                check_png_scale(self.prompt_png_scale)
+            except InvalidInputError:
+                raise InvalidInputError(
+                    f"--prompt-png-scale {self.prompt_png_scale!r}: must be metres per unit of the 16-bit PNG prompt "
+                    "in (0, 1] (0.001 = millimetres)"
+                ) from None
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or int(self.batch_size) < 1):
+            raise InvalidInputError(f"--batch-size {self.batch_size}: must be >= 1")
+        if int(self.video_stride) < 1:
+            raise InvalidInputError(f"--video-stride {self.video_stride}: must be >= 1 (1 = every frame)")
+        if self.lidar_calib is not None and self.prompt is None:
+            raise InvalidInputError("--lidar-calib needs --prompt (the LiDAR .bin/.npy sweep to project)")
 
 
 @dataclass
@@ -393,46 +547,86 @@ class InferReport:
     model: str = ""
 
 
+def _prompt_png_scale(path: Path, options: InferOptions) -> tuple[float, str]:
+    """Metres per unit of a PNG prompt and where that came from: ``--prompt-png-scale``, else the
+    ``depth_png_scale_m`` of an ``intrinsics.json`` beside it (an ``infer`` output folder), else millimetres."""
+    if options.prompt_png_scale is not None:
+        return float(options.prompt_png_scale), "--prompt-png-scale"
+    sidecar = path.parent / "intrinsics.json"
+    if sidecar.is_file():
+        try:
+            value = json.loads(sidecar.read_text(encoding="utf-8")).get("depth_png_scale_m")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return float(value), f"depth_png_scale_m of {sidecar}"
+    return PNG_SCALE_MM, "millimetres (default)"
+
+
 def _prompt_for(item: InputImage, options: InferOptions, K: Intrinsics | None):
     from metricanything.prompts.prompt import Prompt, read_prompt_file
 
     if options.prompt is None:
         return None, {}
     path = find_prompt_file(Path(options.prompt), item)
-    if path is None:
-        return None, {"prompt": None}
     h, w = item.image.shape[:2]
+    record: dict = {"prompt": str(path)}
     if options.lidar_calib is not None:
         if K is None:
-            raise InvalidInputError("a LiDAR prompt needs intrinsics (flags, sidecar or EXIF) to project the points")
+            raise InvalidInputError(
+                "a LiDAR prompt (--lidar-calib) needs this image's intrinsics to project the points: pass --fx or "
+                "--fov-x, or put a sidecar intrinsics JSON next to the image"
+            )
         depth, mask = read_lidar_prompt(path, options.lidar_calib, K)
         prompt = Prompt.from_map(depth, mask)
+    elif path.suffix.lower() == ".bin":
+        raise InputFileError(
+            path,
+            "a .bin prompt is a LiDAR sweep: add --lidar-calib CALIB.json "
+            '({"T_cam_lidar": 4x4 LiDAR-to-camera, "point_dims": 4}) and the camera focal (--fx or --fov-x)',
+        )
     else:
-        prompt = read_prompt_file(path, w, h)
-    return prompt, {"prompt": str(path), "prompt_points": int(prompt.num_points)}
-
-
-def _say(text: str) -> None:
-    """One notice line on stderr (kept clear of the progress bar)."""
-    from tqdm import tqdm
-
-    tqdm.write(text, file=sys.stderr)
+        scale = PNG_SCALE_MM
+        if path.suffix.lower() == ".png":
+            scale, origin = _prompt_png_scale(path, options)
+            record.update(prompt_png_scale_m=scale, prompt_png_scale_from=origin)
+        prompt = read_prompt_file(path, w, h, png_scale=scale)
+    zmax = float(prompt.z.max())
+    limit = _U16 * options.depth_png_scale
+    if zmax > limit:
+        fit = next((s for s in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if zmax / s <= _U16), None)
+        raise InputFileError(
+            path,
+            f"prompt depths reach {zmax:.6g} m but depth.png holds at most {limit:g} m at --depth-png-scale "
+            f"{options.depth_png_scale:g}; prompt depths are metres (a 16-bit PNG prompt: millimetres unless "
+            "--prompt-png-scale says otherwise): check the units"
+            + (f", or rerun with --depth-png-scale {fit:g}" if fit else " (no 16-bit PNG scale holds this depth)"),
+        )
+    record["prompt_points"] = int(prompt.num_points)
+    return prompt, record
 
 
 def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOptions) -> InferReport:
     """Process every image of ``input_spec``; bad files are reported and skipped, never abort the run.
 
-    Run-level notices go to stderr once per run, never per image: the bundled student's synthetic-only
-    training (:class:`~metricanything.api.SyntheticModelWarning`) and a focal from the FoV head
-    (:class:`~metricanything.api.EstimatedFocalWarning`, with the head's measured error). Other warnings
-    (e.g. the focal fallback) are printed per image.
+    The output folder is checked (creatable, writable) before the model loads, and temporaries of an earlier,
+    killed run in it are removed. Run-level notices go to stderr once per run, never per image: the bundled
+    student's synthetic-only training (:class:`~metricanything.api.SyntheticModelWarning`) and a focal from the
+    FoV head (:class:`~metricanything.api.EstimatedFocalWarning`, with the head's measured error). Other warnings
+    (e.g. the focal fallback) are printed per image. Output follows :func:`metricanything.progress.verbosity`.
     """
-    from tqdm import tqdm
+    import time
 
     from metricanything.api import EstimatedFocalWarning, infer, load_model, model_info
+    from metricanything.atomic import check_output_dir, clean_stale_temps
     from metricanything.models.bundled import resolve_model
 
-    out_root = Path(out_root)
+    out_root = check_output_dir(Path(out_root), "-o/--out")
+    stale = clean_stale_temps(out_root)
+    if stale:
+        say(f"removed {len(stale)} temporary folder(s) of an interrupted earlier run from {out_root}", VERBOSE)
+    if options.prompt is not None and not Path(options.prompt).exists():
+        raise InputFileError(options.prompt, "--prompt file or folder not found")
     items = list(iter_input_images(input_spec, options.video_stride))
     report = InferReport()
     kind = "teacher" if options.prompt is not None else "student"
@@ -441,18 +635,27 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
         warnings.simplefilter("always")
         model = load_model(model_path, device=options.device, precision=options.precision)
     for w in caught:
-        _say(f"note: {w.message}")
+        say(f"note: {w.message}", QUIET, err=True)
+    from metricanything.models.checkpoint import model_kind
+
+    if options.prompt is not None and model_kind(model) == "student":
+        raise InvalidInputError(
+            f"--model {model_path} is a prompt-free student, so it cannot use --prompt {options.prompt}; drop "
+            "--prompt, or give a teacher checkpoint as --model (with --prompt the default is the bundled teacher)"
+        )
     info = model_info(model)
     report.model = model_path
     announced_estimate = False
-    bar = tqdm(items, desc="infer", unit="img", disable=not options.progress)
-    for entry in bar:
+    bar = Progress(len(items), "infer", "img", bar=options.progress, lines=False)
+    for entry in items:
         if isinstance(entry, tuple):
             item, exc = entry
             report.failed.append((item.name, str(exc)))
-            tqdm.write(f"skipped {item.path}: {exc}")
+            bar.write(f"skipped {item.path}: {exc}")
+            bar.update()
             continue
         item = entry
+        t0 = time.perf_counter()
         try:
             K, source, origin = resolve_intrinsics(item, options.intrinsics)
             prompt, prompt_record = _prompt_for(item, options, K)
@@ -462,10 +665,10 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
             for w in caught:
                 if issubclass(w.category, EstimatedFocalWarning):
                     if not announced_estimate:
-                        _say(f"warning: {w.message}")
+                        say(f"warning: {w.message}", QUIET, err=True)
                         announced_estimate = True
                     continue
-                tqdm.write(f"warning ({item.name}): {w.message}")
+                bar.write(f"warning ({item.name}): {w.message}", QUIET)
             record: dict = {}
             if source is not None:
                 result.intrinsics_source = source
@@ -482,17 +685,27 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
                 "intrinsics_origin": origin,
                 "model": model_path,
                 "input": str(item.path) + ("" if item.frame is None else f"#frame={item.frame}"),
+                "depth_png_scale_from": "--depth-png-scale" if options.depth_png_scale != PNG_SCALE_MM
+                else "default (millimetres)",
                 **prompt_record,
             })
-            write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply, options.glb)
+            written = write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply,
+                                    options.glb, png_scale=options.depth_png_scale)  # fmt: skip
             f = result.intrinsics.fx
             shown = result.depth[result.valid]
-            tqdm.write(
+            bar.write(
                 f"{item.name}: focal {f:.1f} px (hFoV {result.intrinsics.fov_x:.1f} deg) "
                 f"from {result.intrinsics_source.value}; depth {shown.min():.2f}-{shown.max():.2f} m"
+            )
+            bar.write(
+                f"  {item.name}: intrinsics from {origin}; {prompt_record.get('prompt_points', 0)} prompt points; "
+                f"{', '.join(p.name for p in written)} in {out_root / item.name} ({time.perf_counter() - t0:.2f} s)",
+                VERBOSE,
             )
             report.done.append(item.name)
         except MetricAnythingError as exc:
             report.failed.append((item.name, str(exc)))
-            tqdm.write(f"failed {item.path}: {exc}")
+            bar.write(f"failed {item.path}: {exc}")
+        bar.update()
+    bar.close()
     return report

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metricanything.atomic import write_text_atomic
+from metricanything.atomic import check_output_dir, clean_stale_temps, write_text_atomic
 from metricanything.data.folder import write_index, write_sample
 from metricanything.data.mixture import MixedRenderDataset, render_mixed_sample
 from metricanything.data.sample import RGBDSample
@@ -105,10 +105,8 @@ def run(options: RenderOptions) -> RenderResult:
     if o.workers < 1:
         raise InvalidInputError(f"--workers must be >= 1, got {o.workers}")
     dataset = MixedRenderDataset(o.num, o.seed, o.size, o.sources, fov_deg=o.fov_deg)
-    out = Path(o.out)
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(o.out, "--out")
+    clean_stale_temps(out)
     jobs = [(dataset, i, str(out), o.depth_format) for i in range(len(dataset))]
     result = RenderResult(out)
     threads = torch.get_num_threads()

@@ -153,7 +153,11 @@ class PseudoLabelOptions:
 
 def pseudo_label(options: PseudoLabelOptions) -> dict[str, Any]:
     """Write the teacher's pseudo-labels as shards (resumable by shard); returns the manifest."""
+    from metricanything.atomic import check_output_dir, clean_stale_temps
+
     o = options
+    if is_main_process() and o.out:
+        clean_stale_temps(check_output_dir(o.out, "--out"))
     cfg = pseudo_label_config(
         teacher=str(o.teacher), data=[str(d) for d in o.data], out=str(o.out), shard_size=o.shard_size,
         prompt_mode=o.prompt_mode, prompt_fraction=o.prompt_fraction, sparse_threshold=o.sparse_threshold,

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metricanything.atomic import atomic_path
+from metricanything.atomic import atomic_path, clean_stale_temps
 from metricanything.errors import CheckpointError
 
 #: 2: plain data only (format 1 pickled numpy RNG state and needed unsafe unpickling)
@@ -81,12 +81,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
     for _, p in ckpts[: max(0, len(ckpts) - max(1, keep_last))]:
         p.unlink(missing_ok=True)
         removed.append(p)
-    d = checkpoint_dir(run_dir)
-    if d.is_dir():
-        for p in d.glob(".step_*.tmp.pt"):
-            # temporaries of a killed writer; a live writer's own temporary is newer than its last complete file
-            if ckpts and p.stat().st_mtime < ckpts[-1][1].stat().st_mtime:
-                p.unlink(missing_ok=True)
+    clean_stale_temps(checkpoint_dir(run_dir))  # temporaries of a killed writer (a live writer's are kept)
     return removed
 
 

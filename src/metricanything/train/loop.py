@@ -21,6 +21,16 @@ per item, the samples it skipped because they failed to decode (replaced determi
 position is still the step). The loop sums the counts over ranks every step, logs each skipped sample (file
 and key) and the per-source counts to ``log.jsonl``, keeps them in checkpoints and ``summary.json``, and
 stops the run when a source's failure rate passes its ``max_bad_fraction``.
+
+Model refresh. Every checkpoint also replaces ``<run>/model/`` (the stage's self-describing export: config.json +
+model.safetensors, EMA weights when EMA is on, plus ``training_state.json`` with the step) as a whole, atomically
+(:func:`metricanything.atomic.atomic_dir`), so a run killed at any point has a complete model that ``eval`` /
+``infer`` read; the end of the run replaces it with the final weights.
+
+Progress (rank 0, :class:`metricanything.progress.Progress`): a tqdm bar when ``train.progress`` is on and standard
+output is a terminal; otherwise plain lines (step, loss, samples/s, ETA) every ``max(1, steps // 20)`` steps and
+at least every 60 s, so ``train.progress: false`` or a pipe still shows the loss. ``--quiet`` prints only errors
+and the final summary; ``--verbose`` adds every logged scalar.
 """
 
 from __future__ import annotations
@@ -42,12 +52,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from metricanything.atomic import write_text_atomic
+from metricanything.atomic import atomic_dir, check_output_dir, clean_stale_temps, write_text_atomic
 from metricanything.config import yaml_load
 from metricanything.data.batch import FAULTS_KEY
 from metricanything.data.sources import DataFaults
 from metricanything.errors import CheckpointError, ConfigError, MetricAnythingError
 from metricanything.extras import missing_extra_message
+from metricanything.progress import NORMAL, VERBOSE, Progress
 from metricanything.train.checkpointing import (
     capture_rng_state,
     latest_checkpoint,
@@ -330,6 +341,8 @@ class Logger:
         self.jsonl = out / "log.jsonl"
         if not self.enabled:
             return
+        self.bar = Progress(cfg.train.steps, cfg.stage, "step", bar=cfg.train.progress, initial=start_step,
+                            interval_s=60.0)  # fmt: skip
         self._trim_jsonl(start_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -337,16 +350,12 @@ class Logger:
             self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step if start_step else None)
         except ImportError as exc:  # the optional extra: without it log.jsonl still gets every scalar
             if importlib.util.find_spec("tensorboard") is None:
-                print(f"[train] {missing_extra_message('tensorboard', 'TensorBoard logging')}; scalars still go to "
-                      f"{self.jsonl}", flush=True)
+                self.message(f"[train] {missing_extra_message('tensorboard', 'TensorBoard logging')}; scalars still "
+                             f"go to {self.jsonl}")  # fmt: skip
             else:
-                print(f"[train] TensorBoard disabled ({exc})", flush=True)
+                self.message(f"[train] TensorBoard disabled ({exc})")
         except Exception as exc:  # noqa: BLE001 - TensorBoard is optional at runtime
-            print(f"[train] TensorBoard disabled ({exc})", flush=True)
-        if cfg.train.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=cfg.train.steps, initial=start_step, unit="step", dynamic_ncols=True, desc=cfg.stage)
+            self.message(f"[train] TensorBoard disabled ({exc})")
 
     def _trim_jsonl(self, start_step: int) -> None:
         """A fresh run starts an empty log; a resumed one keeps only records up to its checkpoint's step."""
@@ -371,6 +380,10 @@ class Logger:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{prefix}/{k}", v, step)
         self.record(step, prefix, values)
+        if prefix != "val":
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+                              if not isinstance(v, (list, dict)))  # fmt: skip
+            self.message(f"[{prefix}] step {step}: {shown}", VERBOSE)
 
     def record(self, step: int, kind: str, values: dict[str, Any]) -> None:
         """One ``log.jsonl`` line ``{"step", "kind", **values}``."""
@@ -398,18 +411,24 @@ class Logger:
         with atomic_path(out / "panels" / f"step_{step:08d}.png") as tmp:
             cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., ::-1]))
 
+    def checkpointed(self, step: int) -> None:
+        """Show the newest checkpoint's step with the progress (the line itself is verbose-only)."""
+        if self.bar is not None:
+            self.bar.fields["checkpoint"] = step
+
     def progress(self, step: int, loss: float, sps: float) -> None:
         if self.bar is not None:
-            self.bar.n = step
-            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{sps:.1f}", refresh=False)
-            self.bar.refresh()
+            self.bar.set(step, loss=float(loss), samples_s=round(float(sps), 1))
 
-    def message(self, text: str) -> None:
+    def message(self, text: str, level: int = NORMAL) -> None:
+        """A line for the user (rank 0), printed when the verbosity is at least ``level``."""
         if self.enabled:
             if self.bar is not None:
-                self.bar.write(text)
+                self.bar.write(text, level)
             else:
-                print(text, flush=True)
+                from metricanything.progress import say
+
+                say(text, level)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -445,7 +464,8 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         else:
             changed = resume_changes(stored, cfg, source=str(ckpt), step=int(state["step"]))
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
+        check_output_dir(out, "--out (out_dir)")
+        clean_stale_temps(out)  # e.g. a model/ refresh of a killed run
         write_text_atomic(out / "config.yaml", dump_config(cfg))
     _barrier(d)
 
@@ -551,8 +571,27 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                 },
                 keep_last=cfg.train.keep_last,
             )
-            log.message(f"[train] checkpoint saved: step {step_now}")
+            if step_now != cfg.train.steps:  # the end of the run publishes the final model itself
+                publish_model(step_now, model_state)
+            log.checkpointed(step_now)
+            log.message(f"[train] checkpoint saved: step {step_now}" + (
+                f"; {out / 'model'} refreshed" if step_now != cfg.train.steps else ""), VERBOSE)
         _barrier(d)
+
+    def publish_model(step_now: int, model_state: dict[str, torch.Tensor], final: bool = False) -> None:
+        """Replace ``out/model`` as a whole with the stage's export of the current (EMA) weights (rank 0)."""
+        export_model = ema.model if ema is not None else raw
+        if d.enabled and cfg.train.fsdp:
+            export_model = copy.deepcopy(raw)
+            export_model.load_state_dict(model_state)
+        was_training = export_model.training
+        with atomic_dir(out / "model") as tmp:
+            task.export(export_model, tmp)
+            write_text_atomic(tmp / "training_state.json", json.dumps({
+                "step": step_now, "steps": cfg.train.steps, "final": final,
+                "weights": "ema" if ema is not None else "model", "stage": cfg.stage,
+            }, indent=2) + "\n")  # fmt: skip
+        export_model.train(was_training)
 
     def run_validation(step_now: int) -> dict[str, float]:
         result: dict[str, float] = {}
@@ -666,11 +705,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                     + ", ".join(f"{s['name']}: {s['bad']}/{s['draws']}" for s in data["sources"])
                     + f"); {len(data['notes'])} damaged shard(s)")
     if d.main:
-        export_model = ema.model if ema is not None else raw
-        if d.enabled and cfg.train.fsdp:
-            export_model = copy.deepcopy(raw)
-            export_model.load_state_dict(final_state)
-        task.export(export_model, out / "model")
+        publish_model(step, final_state, final=True)
         summary = {
             "step": step,
             "final_loss": last_loss,
