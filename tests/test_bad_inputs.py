@@ -693,8 +693,6 @@ def test_api_student_with_a_prompt_is_refused(models):
         infer(student, np.zeros((30, 40, 3), np.uint8), f_px=40.0, prompt=(np.ones((30, 40)), np.ones((30, 40), bool)))
 
 
-@pytest.mark.xfail(strict=True, reason="pending fix in api.py (coordinator): _prompt_map must refuse a (depth, mask) "
-                   "tuple whose mask is all False instead of running prompt-free")  # fmt: skip
 def test_api_prompt_tuple_with_an_all_false_mask_is_refused(models):
     from metricanything.api import infer, load_model
 
@@ -703,8 +701,6 @@ def test_api_prompt_tuple_with_an_all_false_mask_is_refused(models):
         infer(teacher, np.zeros((30, 40, 3), np.uint8), f_px=40.0, prompt=(np.ones((30, 40)), np.zeros((30, 40), bool)))
 
 
-@pytest.mark.xfail(strict=True, reason="pending fix in api.py (coordinator): load_model(None) must raise "
-                   "InvalidInputError naming the argument, not TypeError from os.fspath")  # fmt: skip
 def test_load_model_none_is_a_clear_error():
     from metricanything.api import load_model
 

@@ -240,6 +240,10 @@ def load_model(path_or_id: str | os.PathLike, device: str | torch.device = "cpu"
     """
     from metricanything.models.checkpoint import from_pretrained, model_kind
 
+    if path_or_id is None or not str(path_or_id).strip():
+        raise InvalidInputError(
+            "load_model: path_or_id is required (a checkpoint folder, a .pt/.safetensors file or a hub id)"
+        )
     dtype = _precision_dtype(precision)
     _check_cpu_precision(torch.device(device), precision)
     model = from_pretrained(path_or_id, device=device, dtype=None if dtype == torch.float32 else dtype)
@@ -348,6 +352,10 @@ def _prompt_map(prompt: Any, h: int, w: int, index: int) -> tuple[torch.Tensor, 
     if d.shape != (h, w) or m.shape != (h, w):
         raise InvalidInputError(
             f"{where}: depth {tuple(d.shape)} and mask {tuple(m.shape)} must both be the image size {(h, w)}"
+        )
+    if not hasattr(prompt, "to_map") and not bool(m.any()):  # a Prompt with 0 points is a deliberate empty prompt
+        raise InvalidInputError(
+            f"{where}: the prompt mask has no prompt point; pass prompt=None for prompt-free inference"
         )
     return d.view(1, h, w), m.view(1, h, w)
 
