@@ -148,13 +148,22 @@ def depth_colorbar(fig: Any, cax: Any, lo: float, hi: float, label: str = "depth
     """A colour bar in metres matching :func:`colorize_depth` with range (lo, hi), drawn in axes ``cax`` (or
     stolen from ``ax=...`` in ``kwargs``); ticks from :func:`depth_ticks` (both ends and round values).
     ``orientation="horizontal"`` in ``kwargs`` puts near on the left."""
+    from matplotlib import rcParams  # noqa: PLC0415
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415 - see pyplot()
     from matplotlib.colors import ListedColormap, LogNorm  # noqa: PLC0415
+    from matplotlib.font_manager import FontProperties  # noqa: PLC0415
 
     cmap = ListedColormap(DEPTH_LUT[::-1] / 255.0)  # the bar runs from lo (near, red) to hi (far, blue)
     hi = max(hi, lo * 1.01)
     bar = fig.colorbar(ScalarMappable(norm=LogNorm(vmin=lo, vmax=hi), cmap=cmap), cax=cax, **kwargs)
-    ticks = depth_ticks(lo, hi)
+    # labels at least 1.5 label heights (vertical bar) or about 3 label widths (horizontal) apart along the bar
+    pos = bar.ax.get_position()
+    fig_w, fig_h = fig.get_size_inches()
+    horizontal = kwargs.get("orientation") == "horizontal"
+    length_in = pos.width * fig_w if horizontal else pos.height * fig_h
+    size = fontsize if fontsize is not None else FontProperties(size=rcParams["ytick.labelsize"]).get_size_in_points()
+    gap = (3.2 if horizontal else 1.5) * size / 72 / max(length_in, 1e-3)
+    ticks = depth_ticks(lo, hi, min_gap=min(max(0.07, gap), 0.45))
     bar.ax.minorticks_off()
     bar.set_ticks([v for v, _, _ in ticks], labels=[t for _, t, _ in ticks])
     bar.ax.minorticks_off()
@@ -169,12 +178,13 @@ def error_colorbar(fig: Any, cax: Any, vmax: float, label: str = "|error| / GT",
     """A colour bar matching :func:`colorize_error` from 0 to ``vmax`` (a relative error, labelled in %)."""
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415 - see pyplot()
     from matplotlib.colors import ListedColormap, Normalize  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: PLC0415
+    from matplotlib.ticker import PercentFormatter  # noqa: PLC0415
 
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=ListedColormap(ERROR_LUT / 255.0)), cax=cax,
                        **kwargs)  # fmt: skip
+    bar.set_ticks([0.0, vmax / 4, vmax / 2, 3 * vmax / 4, vmax] if kwargs.get("orientation") != "horizontal"
+                  else [0.0, vmax / 2, vmax])  # fmt: skip
     axis = bar.ax.xaxis if kwargs.get("orientation") == "horizontal" else bar.ax.yaxis
-    axis.set_major_locator(MaxNLocator(5))
     axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     if fontsize is not None:
         bar.ax.tick_params(labelsize=fontsize)
