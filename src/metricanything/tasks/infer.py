@@ -10,6 +10,9 @@ For every input image this writes, into ``OUT/<image stem>/``:
   the model used, the prompt used and the PNG scale;
 * ``cloud.ply`` / ``cloud.glb`` (optional): edge-filtered coloured point cloud in the camera frame.
 
+A video is processed frame by frame with ONE camera for the clip, optional scale anchoring, and a depth video
+next to the frame folders (``<clip>_depth.mp4``, ``<clip>_video.json``): see :mod:`metricanything.tasks.video`.
+
 Focal resolution order: explicit values (``--fx/--fy/--cx/--cy``, ``--fov-x``) -> sidecar JSON -> EXIF
 35 mm-equivalent focal -> the model's FoV head (``estimated``) -> a fallback that always warns.
 
@@ -45,6 +48,7 @@ from metricanything.camera import (
 from metricanything.depth_io import read_exif_focal_px, read_image, read_intrinsics_json, write_depth
 from metricanything.errors import InputFileError, InvalidInputError, MetricAnythingError
 from metricanything.tasks.options import option
+from metricanything.tasks.video import VideoOptions, VideoRun
 from metricanything.vis import save_depth_visualisation
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -381,6 +385,7 @@ class InferOptions:
     glb: bool = option("--glb", False)
     no_vis: bool = option("--no-vis", False)
     video_stride: int = option("--video-stride", 1)
+    video: VideoOptions = field(default_factory=VideoOptions)  # one camera per clip, scale anchor, depth video
     progress: bool = option("--quiet", True, invert=True)
 
 
@@ -445,16 +450,18 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
     info = model_info(model)
     report.model = model_path
     announced_estimate = False
+    video = VideoRun(out_root, options.video, model, options.video_stride, _say)
     bar = tqdm(items, desc="infer", unit="img", disable=not options.progress)
     for entry in bar:
         if isinstance(entry, tuple):
             item, exc = entry
+            video.failed(item)
             report.failed.append((item.name, str(exc)))
             tqdm.write(f"skipped {item.path}: {exc}")
             continue
         item = entry
         try:
-            K, source, origin = resolve_intrinsics(item, options.intrinsics)
+            K, source, origin = video.camera(item, *resolve_intrinsics(item, options.intrinsics))
             prompt, prompt_record = _prompt_for(item, options, K)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -466,7 +473,7 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
                         announced_estimate = True
                     continue
                 tqdm.write(f"warning ({item.name}): {w.message}")
-            record: dict = {}
+            record: dict = video.frame(item, result)
             if source is not None:
                 result.intrinsics_source = source
             else:
@@ -485,6 +492,7 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
                 **prompt_record,
             })
             write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply, options.glb)
+            video.add(item, out_root / item.name, result)
             f = result.intrinsics.fx
             shown = result.depth[result.valid]
             tqdm.write(
@@ -493,6 +501,8 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
             )
             report.done.append(item.name)
         except MetricAnythingError as exc:
+            video.failed(item)
             report.failed.append((item.name, str(exc)))
             tqdm.write(f"failed {item.path}: {exc}")
+    video.finish()
     return report
