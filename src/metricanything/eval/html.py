@@ -92,6 +92,14 @@ def fmt(v: Any, digits: int = 4) -> str:
     return esc(v)
 
 
+def span(lo: float, hi: float, unit: str = "") -> str:
+    """'lo–hi unit' with enough significant digits (3 to 6) for the two ends to differ where they do."""
+    digits = 3
+    while digits < 6 and lo != hi and f"{lo:.{digits}g}" == f"{hi:.{digits}g}":
+        digits += 1
+    return f"{lo:.{digits}g}–{hi:.{digits}g}{unit}"
+
+
 def g3(v: float | None) -> str:
     """A number in running text: 3 significant digits ('–' for missing)."""
     return "–" if v is None or not math.isfinite(v) else f"{v:.3g}"
@@ -533,8 +541,8 @@ def _explain_inference(info: Mapping[str, Any]) -> str:
     if est:
         f, t = np.array(est).T
         rel = np.abs(f / t - 1)
-        out.append(f"The student's FoV head estimated focal lengths of {f.min():.0f}–{f.max():.0f} px where the true "
-                   f"ones are {t.min():.0f}–{t.max():.0f} px (median error {100 * np.median(rel):.0f}%; metric depth "
+        out.append(f"The student's FoV head estimated focal lengths of {span(f.min(), f.max(), ' px')} where the true "
+                   f"ones are {span(t.min(), t.max(), ' px')} (median error {100 * np.median(rel):.0f}%; metric depth "
                    "scales with the focal, so this is also a depth-scale error).")  # fmt: skip
         if len(f) > 1 and np.ptp(f) < 0.05 * f.mean() and np.ptp(t) > 0.2 * t.mean():
             out.append("<b>It gives about the same focal for every image</b> while the true focal varies.")
@@ -544,7 +552,7 @@ def _explain_inference(info: Mapping[str, Any]) -> str:
         if flat:
             n, (lo, hi) = flat[0]
             out.append(f"<b>The student's depth is nearly constant</b> on {len(flat)} of {len(ex)} images "
-                       f"(e.g. {esc(n)}: 1st–99th percentile {lo:.4g}–{hi:.4g} m).")  # fmt: skip
+                       f"(e.g. {esc(n)}: 1st–99th percentile {span(lo, hi, ' m')}).")  # fmt: skip
     teacher = [e["teacher_prompted"] for e in ex.values() if (e.get("teacher_prompted") or {}).get("abs_rel") is not None]
     if teacher:
         a = [t["abs_rel"] for t in teacher]
@@ -695,4 +703,4 @@ def quickstart_report(summary: Mapping[str, Any]) -> str:
 
 
 __all__ = ["CSS", "esc", "explain", "figure", "figure_corpus", "figure_examples", "figure_losses", "figure_pseudo",
-           "fmt", "kv_table", "loss_trend", "page", "quickstart_report", "read_jsonl"]  # fmt: skip
+           "fmt", "kv_table", "loss_trend", "page", "quickstart_report", "read_jsonl", "span"]  # fmt: skip
