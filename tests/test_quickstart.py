@@ -177,3 +177,41 @@ def test_what_a_stage_prints_is_logged_under_its_name(tmp_path, capsys):
     assert q.call("render", noisy) == 3
     out = capsys.readouterr().out
     assert re.search(r"\[quickstart +[\d.]+s\] render: wrote 7 samples", out) and "render: note: a warning" in out
+
+
+def _partial_record(out: Path, losses: list[float], prompt_free: list[float] | None = None) -> dict:
+    """A record where only the teacher was trained (a partial report), with the given per-step losses."""
+    run = out / "teacher"
+    run.mkdir(parents=True)
+    rows = [{"kind": "train", "step": i + 1, "loss": v, **({"prompt_free": prompt_free[i]} if prompt_free else {})}
+            for i, v in enumerate(losses)]  # fmt: skip
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    info = {"run_dir": str(run), "steps": len(losses), "plan": {"batch_size": 4}, "train_seconds": 9.0,
+            "first_loss": losses[0], "final_loss": losses[-1], "val": {"abs_rel": 0.05, "abs_rel_noprompt": 0.06}}  # fmt: skip
+    stages = {"render": {"status": "done", "seconds": 1.0, "info": {}}, "pretrain": {"status": "done", "seconds": 9.0, "info": info},
+              "distill": {"status": "failed", "seconds": 0.5, "info": {}, "error": "boom"}}  # fmt: skip
+    return {"out": str(out), "stages": stages, "total_seconds": 10.5, "budget_seconds": 60.0, "this_run_seconds": 10.5,
+            "environment": "test", "threads": 1, "seed": 0, "command": "metricanything quickstart"}  # fmt: skip
+
+
+def _explanation(report: str, section: str) -> str:
+    return re.search(rf'<section id="{section}">.*?<p class="explain">(.*?)</p>', report, re.S).group(1)
+
+
+def test_report_says_the_loss_ends_higher_only_when_it_does(tmp_path):
+    from metricanything.eval.html import loss_trend, quickstart_report
+
+    rising = [0.1, 0.12, 0.11, 0.13, 0.15, 0.14, 0.16, 0.18, 0.17, 0.2]
+    t = loss_trend([{"loss": v} for v in rising])
+    assert (t["start"], t["end"], t["tenth"]) == (0.1, 0.2, 1) and t["p10"] < t["p90"]
+    text = _explanation(quickstart_report(_partial_record(tmp_path / "a", rising)), "pretrain")
+    assert "ends higher than it starts" in text and "+100%" in text and "comes from the prompts" not in text
+    # falling on average although the final single step is above the first: the text says both, and why
+    falling = [0.1, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.06, 0.3] * 2
+    free = [0.0, 0.5] * 11
+    report = quickstart_report(_partial_record(tmp_path / "b", falling, free))
+    text = _explanation(report, "pretrain")
+    assert "ends higher" not in text and "The first and final single steps (0.1 → 0.3) say the opposite" in text
+    assert "prompt-free samples have a median loss" in text
+    assert "Stage distill failed" in _explanation(report, "stages") and "Not run" in report  # the partial report
+    assert "<th></th>" not in report

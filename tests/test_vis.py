@@ -8,11 +8,15 @@ import pytest
 from metricanything.depth_io import read_image
 from metricanything.vis import (
     DEPTH_LUT,
+    MIN_VIS_SIZE,
     colorize_depth,
     colorize_error,
+    colour_stops,
     depth_colorbar,
     depth_limits,
+    depth_ticks,
     pyplot,
+    save_depth_colorbar,
     save_depth_visualisation,
     spread_points,
 )
@@ -71,7 +75,7 @@ def test_spread_points_gives_each_grown_pixel_its_nearest_point():
     assert not emask.any() and not empty.any()
 
 
-def test_colour_bar_shows_the_colours_of_the_image():
+def test_colour_bar_shows_the_colours_of_the_image_and_labels_both_ends():
     lo, hi = 1.5, 40.0
     fig = pyplot().figure()
     bar = depth_colorbar(fig, fig.add_axes((0.1, 0.1, 0.1, 0.8)), lo, hi)
@@ -79,14 +83,62 @@ def test_colour_bar_shows_the_colours_of_the_image():
         from_bar = np.array(bar.cmap(bar.norm(v))[:3]) * 255
         from_image = colorize_depth(np.array([[v]]), np.ones((1, 1), bool), lo, hi)[0, 0]
         assert np.abs(from_bar - from_image).max() <= 3, v
+    labels = [t.get_text() for t in bar.ax.get_yticklabels()]
+    assert labels == ["1.5", "2", "5", "10", "20", "40"] and not bar.ax.yaxis.get_minorticklocs().size
+    assert bar.ax.get_ylabel() == "depth (m), log scale"
     pyplot().close(fig)
 
 
-def test_depth_visualisation_png(tmp_path):
-    depth = np.tile(np.linspace(1.0, 20.0, 64, dtype=np.float32), (48, 1))
+@pytest.mark.parametrize("lo, hi", [(0.7, 9.3), (4.9, 63.4), (1.2, 1.5), (0.05, 0.3), (20.0, 900.0), (2.301, 2.3245),
+                                    (1.0, 1.011), (123.4, 4567.8)])  # fmt: skip
+def test_depth_ticks_label_both_ends_and_round_values_without_overlap(lo, hi):
+    ticks = depth_ticks(lo, hi)
+    values, labels, pos = (list(x) for x in zip(*ticks, strict=True))
+    assert (values[0], pos[0], values[-1], pos[-1]) == (lo, 0.0, hi, 1.0) and len(ticks) >= 3
+    assert len(set(labels)) == len(labels)  # end labels get the digits they need to differ
+    assert float(labels[0]) == pytest.approx(lo, rel=0.01) and float(labels[-1]) == pytest.approx(hi, rel=0.01)
+    assert pos == sorted(pos) and min(np.diff(pos)) >= 0.07 - 1e-9
+    for v, t, p in ticks[1:-1]:
+        assert float(t) == v and lo < v < hi and p == pytest.approx(np.log(v / lo) / np.log(hi / lo))
+        assert float(f"{v:.{1 if hi / lo > 4 else 5}g}") == v  # round values (1-2-5 per decade over a wide range)
+    # the positions are where colorize_depth puts these depths
+    for v, _, p in ticks:
+        rgb = colorize_depth(np.array([[v]]), np.ones((1, 1), bool), lo, hi)[0, 0]
+        assert np.abs(rgb.astype(int) - DEPTH_LUT[round(255 * (1 - p))]).max() <= 12
+
+
+def test_colour_stops_run_from_near_red_to_far_blue():
+    stops = colour_stops(16)
+    assert len(stops) == 16 and stops[0] == "#" + bytes(DEPTH_LUT[255]).hex() and stops[-1] == "#" + bytes(DEPTH_LUT[0]).hex()
+
+
+def _margin_is_blank(img: np.ndarray, px: int = 4) -> bool:
+    """Nothing drawn in the outer ``px`` pixels: no label runs off the picture."""
+    border = np.concatenate([img[:px].reshape(-1, 3), img[-px:].reshape(-1, 3), img[:, :px].reshape(-1, 3),
+                             img[:, -px:].reshape(-1, 3)])  # fmt: skip
+    return bool((border >= 250).all())
+
+
+@pytest.mark.parametrize("h, w", [(48, 64), (300, 90), (120, 1000)])
+def test_depth_visualisation_png_shows_the_depth_pixel_for_pixel_with_an_unclipped_bar(tmp_path, h, w):
+    depth = np.tile(np.geomspace(1.0, 20.0, w, dtype=np.float32), (h, 1))
     valid = np.ones_like(depth, bool)
     valid[:10, :10] = False
     path = save_depth_visualisation(tmp_path / "depth_vis.png", depth, valid)
     img = read_image(path)
-    assert img.shape[0] > 48 and img.shape[1] > 64  # the depth plus a labelled colour bar
+    k = max(1, -(-MIN_VIS_SIZE // max(h, w)))
+    assert img.shape[0] >= h * k + (30 if w > 2 * h else 0) and img.shape[1] >= w * k + (0 if w > 2 * h else 40)  # + the bar
+    assert _margin_is_blank(img)
+    # the depth block: find the black (invalid) corner, then compare with the colouring enlarged k times
+    black = img.sum(axis=-1) == 0
+    y0 = np.nonzero(black.any(axis=1))[0].min()
+    x0 = np.nonzero(black[y0])[0].min()
+    want = np.repeat(np.repeat(colorize_depth(depth, valid), k, 0), k, 1)
+    got = img[y0:y0 + h * k, x0:x0 + w * k].astype(int)
+    assert got.shape == want.shape and np.mean(np.abs(got - want) <= 8) > 0.97
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_stand_alone_colour_bar_is_unclipped(tmp_path):
+    img = read_image(save_depth_colorbar(tmp_path / "bar.png", 1.3, 17.0, width_px=500))
+    assert 480 <= img.shape[1] <= 600 and _margin_is_blank(img)

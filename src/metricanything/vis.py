@@ -88,6 +88,50 @@ def spread_points(depth: np.ndarray, mask: np.ndarray, radius: int = 1) -> tuple
     return np.where(grown, lut[labels], 0.0).astype(np.float32), grown
 
 
+# ---------------------------------------------------------------------------------------------- colour-bar ticks
+def _fmt_m(v: float, sig: int = 3) -> str:
+    return f"{v:.{sig}g}" if v < 10**sig else f"{v:.0f}"
+
+
+def depth_ticks(lo: float, hi: float, min_gap: float = 0.07) -> list[tuple[float, str, float]]:
+    """Labelled ticks of a depth colour bar from ``lo`` to ``hi`` metres on the log scale of
+    :func:`depth_position`: ``(value, label, pos)`` with ``pos`` in [0, 1] from the near end.
+
+    Both ends are labelled; in between, round metric values (1-2-5 per decade, finer steps over a short range,
+    evenly spaced round values over a tiny one) at least ``min_gap`` of the bar away from an end label, so that
+    no two labels overlap. End labels get as many digits as they need to differ from their neighbours.
+    """
+    hi = max(hi, lo * 1.01)
+    span = math.log(hi) - math.log(lo)
+
+    def pos(v: float) -> float:
+        return (math.log(v) - math.log(lo)) / span
+
+    nice: list[float] = []
+    for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0, 7.0)):
+        nice = [s * 10.0**k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                for s in subs if lo < s * 10.0**k < hi]  # fmt: skip
+        nice = [v for v in nice if min_gap < pos(v) < 1 - min_gap]
+        if len(nice) >= 3:
+            break
+    if len(nice) < 2:  # a narrow range: evenly spaced round values
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - only for narrow ranges
+
+        nice = [float(f"{v:.6g}") for v in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)]
+        nice = [v for v in nice if lo < v < hi and min_gap < pos(v) < 1 - min_gap]
+    inner = [f"{v:g}" for v in nice]
+    sig = 3
+    while sig < 8 and len({_fmt_m(lo, sig), _fmt_m(hi, sig), *inner}) < len(inner) + 2:
+        sig += 1  # a narrow range: enough digits for distinct end labels
+    return [(lo, _fmt_m(lo, sig), 0.0), *((v, t, pos(v)) for v, t in zip(nice, inner, strict=True)),
+            (hi, _fmt_m(hi, sig), 1.0)]  # fmt: skip
+
+
+def colour_stops(n: int = 16) -> list[str]:
+    """``n`` CSS colours of the depth scale from the near end (red) to the far end (blue), for HTML colour bars."""
+    return ["#" + "".join(f"{c:02x}" for c in DEPTH_LUT[round(255 * (1 - i / (n - 1)))]) for i in range(n)]
+
+
 # ---------------------------------------------------------------------------------------------- figures
 def pyplot() -> Any:
     """``matplotlib.pyplot`` with the file-only Agg backend (imported on first use, see the module docstring)."""
@@ -99,22 +143,52 @@ def pyplot() -> Any:
     return plt
 
 
-def depth_colorbar(fig: Any, cax: Any, lo: float, hi: float, label: str = "depth (m)", **kwargs: Any) -> Any:
-    """A colour bar in metres matching :func:`colorize_depth` with range (lo, hi), drawn in axes ``cax``."""
+def depth_colorbar(fig: Any, cax: Any, lo: float, hi: float, label: str = "depth (m), log scale",
+                   fontsize: float | None = None, **kwargs: Any) -> Any:  # fmt: skip
+    """A colour bar in metres matching :func:`colorize_depth` with range (lo, hi), drawn in axes ``cax`` (or
+    stolen from ``ax=...`` in ``kwargs``); ticks from :func:`depth_ticks` (both ends and round values).
+    ``orientation="horizontal"`` in ``kwargs`` puts near on the left."""
+    from matplotlib import rcParams  # noqa: PLC0415
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415 - see pyplot()
     from matplotlib.colors import ListedColormap, LogNorm  # noqa: PLC0415
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: PLC0415
+    from matplotlib.font_manager import FontProperties  # noqa: PLC0415
 
     cmap = ListedColormap(DEPTH_LUT[::-1] / 255.0)  # the bar runs from lo (near, red) to hi (far, blue)
+    hi = max(hi, lo * 1.01)
     bar = fig.colorbar(ScalarMappable(norm=LogNorm(vmin=lo, vmax=hi), cmap=cmap), cax=cax, **kwargs)
-    # a few round values per bar: 1-2-5 per decade, finer steps over a short range, plain steps over a tiny one
-    ratio = hi / lo
-    locator = (LogLocator(subs=(1.0, 2.0, 5.0)) if ratio > 4 else
-               LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)) if ratio > 1.5 else MaxNLocator(4))  # fmt: skip
-    bar.ax.yaxis.set_major_locator(locator)
-    bar.ax.yaxis.set_minor_locator(NullLocator())
-    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    bar.set_label(label)
+    # labels at least 1.5 label heights (vertical bar) or about 3 label widths (horizontal) apart along the bar
+    pos = bar.ax.get_position()
+    fig_w, fig_h = fig.get_size_inches()
+    horizontal = kwargs.get("orientation") == "horizontal"
+    length_in = pos.width * fig_w if horizontal else pos.height * fig_h
+    size = fontsize if fontsize is not None else FontProperties(size=rcParams["ytick.labelsize"]).get_size_in_points()
+    gap = (3.2 if horizontal else 1.5) * size / 72 / max(length_in, 1e-3)
+    ticks = depth_ticks(lo, hi, min_gap=min(max(0.07, gap), 0.45))
+    bar.ax.minorticks_off()
+    bar.set_ticks([v for v, _, _ in ticks], labels=[t for _, t, _ in ticks])
+    bar.ax.minorticks_off()
+    if fontsize is not None:
+        bar.ax.tick_params(labelsize=fontsize)
+    bar.set_label(label, fontsize=fontsize)
+    return bar
+
+
+def error_colorbar(fig: Any, cax: Any, vmax: float, label: str = "|error| / GT", fontsize: float | None = None,
+                   **kwargs: Any) -> Any:  # fmt: skip
+    """A colour bar matching :func:`colorize_error` from 0 to ``vmax`` (a relative error, labelled in %)."""
+    from matplotlib.cm import ScalarMappable  # noqa: PLC0415 - see pyplot()
+    from matplotlib.colors import ListedColormap, Normalize  # noqa: PLC0415
+    from matplotlib.ticker import PercentFormatter  # noqa: PLC0415
+
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, vmax), cmap=ListedColormap(ERROR_LUT / 255.0)), cax=cax,
+                       **kwargs)  # fmt: skip
+    bar.set_ticks([0.0, vmax / 4, vmax / 2, 3 * vmax / 4, vmax] if kwargs.get("orientation") != "horizontal"
+                  else [0.0, vmax / 2, vmax])  # fmt: skip
+    axis = bar.ax.xaxis if kwargs.get("orientation") == "horizontal" else bar.ax.yaxis
+    axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    if fontsize is not None:
+        bar.ax.tick_params(labelsize=fontsize)
+    bar.set_label(f"{label} (≥ {100 * vmax:g}% saturates)", fontsize=fontsize)
     return bar
 
 
@@ -128,29 +202,75 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> Path:
     return path
 
 
-def save_depth_visualisation(path: str | os.PathLike, depth: np.ndarray, valid: np.ndarray) -> Path:
-    """``depth_vis.png``: the coloured depth at its own resolution with a colour bar in metres."""
+#: ``depth_vis.png`` shows the depth at least this large (px, its longer side): smaller images are enlarged
+#: by a whole factor
+MIN_VIS_SIZE = 640
+
+
+def save_depth_visualisation(path: str | os.PathLike, depth: np.ndarray, valid: np.ndarray,
+                             lo: float | None = None, hi: float | None = None) -> Path:  # fmt: skip
+    """``depth_vis.png``: the coloured depth pixel for pixel (enlarged by a whole factor until its longer side
+    is at least :data:`MIN_VIS_SIZE` px) and a colour bar in metres with both ends and round values labelled:
+    on the right, or below an image more than twice as wide as high. Text is sized to the picture; the figure
+    is saved with a tight bounding box, so no label is ever cut off. Range: ``lo``/``hi`` or
+    :func:`depth_limits` (1st-99th percentile of the valid depth)."""
     plt = pyplot()
+    depth, valid = np.asarray(depth), np.asarray(valid, bool)
     h, w = depth.shape
-    lo, hi = depth_limits(depth, valid)
-    width_in = 6.0
-    fig = plt.figure(figsize=(width_in * 1.18, width_in * h / w + 0.2), dpi=max(100, int(w / width_in)))
-    ax = fig.add_axes((0.0, 0.0, 0.84, 1.0))
-    ax.imshow(colorize_depth(depth, valid, lo, hi), interpolation="nearest")
+    if lo is None or hi is None:
+        lo, hi = depth_limits(depth, valid)
+    rgb = colorize_depth(depth, valid, lo, hi)
+    k = max(1, math.ceil(MIN_VIS_SIZE / max(h, w)))
+    if k > 1:
+        rgb = np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+    dpi = 100  # 1 point = 100/72 px
+    W, H = w * k, h * k
+    fig = plt.figure(figsize=(W / dpi, H / dpi), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
-    depth_colorbar(fig, fig.add_axes((0.87, 0.05, 0.03, 0.9)), lo, hi)
-    return save_figure(fig, path, dpi=fig.dpi)
+    missing = not (np.isfinite(depth) & (depth > 0) & valid).all()
+    if W > 2 * H:  # a wide picture: the bar below it, as long as it
+        font = min(max(11.0, 0.016 * W), 28.0)
+        px = font * dpi / 72
+        cax = fig.add_axes((0.0, -(0.5 * px + 1.2 * px) / H, 1.0, 1.2 * px / H))
+        label = "depth (m), log scale" + ("; black: no depth" if missing else "")
+        depth_colorbar(fig, cax, lo, hi, label=label, fontsize=font, orientation="horizontal")
+    else:  # the bar on the right, as high as the picture; at least 8 label heights
+        font = min(max(11.0, 0.018 * max(W, 1.3 * H)), 0.85 * H / 10 * 72 / dpi)
+        px = font * dpi / 72
+        bottom = (2.2 * px / H) if missing else 0.04
+        cax = fig.add_axes((1.0 + 0.6 * px / W, bottom, max(0.035 * W, 1.1 * px) / W, 0.96 - bottom))
+        depth_colorbar(fig, cax, lo, hi, fontsize=font)
+        if missing:
+            fig.text(1.0 + 0.6 * px / W, 0.0, "black: no depth", fontsize=0.85 * font, va="bottom", ha="left")
+    return save_figure(fig, path, dpi=dpi, bbox_inches="tight", pad_inches=0.1)
+
+
+def save_depth_colorbar(path: str | os.PathLike, lo: float, hi: float, width_px: int = 640) -> Path:
+    """A stand-alone horizontal depth colour bar (e.g. the legend of a depth video), ``width_px`` wide."""
+    plt = pyplot()
+    font = max(11.0, 0.022 * width_px)
+    fig = plt.figure(figsize=(width_px / 100, 1.5 * font / 72), dpi=100)
+    cax = fig.add_axes((0.02, 0.3, 0.96, 0.7))
+    depth_colorbar(fig, cax, lo, hi, fontsize=font, orientation="horizontal")
+    return save_figure(fig, path, bbox_inches="tight", pad_inches=0.1)
 
 
 __all__ = [
     "DEPTH_LUT",
     "ERROR_LUT",
+    "MIN_VIS_SIZE",
     "colorize_depth",
     "colorize_error",
+    "colour_stops",
     "depth_colorbar",
     "depth_limits",
     "depth_position",
+    "depth_ticks",
+    "error_colorbar",
     "pyplot",
+    "save_depth_colorbar",
     "save_depth_visualisation",
     "save_figure",
     "spread_points",

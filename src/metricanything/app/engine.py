@@ -160,61 +160,17 @@ class ModelCache:
 
 
 # ---------------------------------------------------------------------------------------------- colours
-def colour_range(depth: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
-    """The colour scale's range: 1st-99th percentile of the valid depth (as ``infer``'s ``depth_vis.png``)."""
-    d = depth[valid]
-    lo, hi = (float(x) for x in np.percentile(d, [1, 99])) if d.size else (1.0, 2.0)
-    return lo, max(hi, lo * 1.01)
-
-
-def colourise(depth: np.ndarray, valid: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """uint8 H x W x 3: turbo, near = warm, logarithmic between ``lo`` and ``hi``; invalid pixels black."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["turbo_r"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (np.log(np.where(valid, depth, lo)) - math.log(lo)) / (math.log(hi) - math.log(lo))
-    rgb = (cmap(np.clip(t, 0.0, 1.0))[..., :3] * 255.0 + 0.5).astype(np.uint8)
-    rgb[~valid] = 0
-    return rgb
-
-
-def _fmt_m(v: float, sig: int = 3) -> str:
-    return f"{v:.{sig}g}" if v < 10 ** sig else f"{v:.0f}"
-
-
 def colour_bar(lo: float, hi: float) -> dict:
-    """Colour stops (bottom = near to top = far) and labelled ticks at round metre values.
+    """The page's colour bar for the depth coloured by :func:`metricanything.vis.colorize_depth` on (lo, hi):
+    colour stops (bottom = near to top = far) and labelled ticks in metres from
+    :func:`metricanything.vis.depth_ticks` (both ends and round values between, none overlapping).
 
-    Each tick has ``value`` (m), ``label`` and ``pos`` in [0, 1] from the near end. The range ends are
-    always labelled; round values closer than 7 % of the bar to an end label are dropped.
+    Each tick has ``value`` (m), ``label`` and ``pos`` in [0, 1] from the near end.
     """
-    import matplotlib
+    from metricanything.vis import colour_stops, depth_ticks
 
-    cmap = matplotlib.colormaps["turbo_r"]
-    stops = ["#" + "".join(f"{int(c * 255 + 0.5):02x}" for c in cmap(i / 15)[:3]) for i in range(16)]
-    span = math.log(hi) - math.log(lo)
-    pos = lambda v: (math.log(v) - math.log(lo)) / span  # noqa: E731
-    nice: list[float] = []
-    for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0, 7.0)):
-        nice = [s * 10.0**k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-                for s in subs if lo < s * 10.0**k < hi]  # fmt: skip
-        nice = [v for v in nice if 0.07 < pos(v) < 0.93]
-        if len(nice) >= 3:
-            break
-    if len(nice) < 2:  # a narrow range: evenly spaced round values
-        from matplotlib.ticker import MaxNLocator
-
-        nice = [float(f"{v:.6g}") for v in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)]
-        nice = [v for v in nice if lo < v < hi and 0.07 < pos(v) < 0.93]
-    inner = [f"{v:g}" for v in nice]
-    sig = 3
-    while sig < 8 and len({_fmt_m(lo, sig), _fmt_m(hi, sig), *inner}) < len(inner) + 2:
-        sig += 1  # a narrow range: enough digits for distinct end labels
-    ticks = [{"value": lo, "label": f"{_fmt_m(lo, sig)} m", "pos": 0.0}]
-    ticks += [{"value": v, "label": f"{t} m", "pos": pos(v)} for v, t in zip(nice, inner, strict=True)]
-    ticks.append({"value": hi, "label": f"{_fmt_m(hi, sig)} m", "pos": 1.0})
-    return {"lo": lo, "hi": hi, "scale": "log", "stops": stops, "ticks": ticks}
+    ticks = [{"value": v, "label": f"{t} m", "pos": p} for v, t, p in depth_ticks(lo, hi)]
+    return {"lo": lo, "hi": hi, "scale": "log", "stops": colour_stops(16), "ticks": ticks}
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -266,7 +222,7 @@ class Result:
 
     def _write_lazy(self, name: str, path: Path) -> None:
         from metricanything.pointcloud import write_glb, write_ply
-        from metricanything.tasks.infer import save_depth_visualisation
+        from metricanything.vis import save_depth_visualisation
 
         if name == "cloud.ply":
             write_ply(path, *self.cloud())
@@ -548,6 +504,7 @@ class Engine:
         from metricanything.depth_io import write_depth, write_image, write_intrinsics_json
         from metricanything.pointcloud import DEFAULT_EDGE_THRESHOLD, depth_to_point_cloud
         from metricanything.tasks.infer import png_scale_for
+        from metricanything.vis import colorize_depth, depth_limits
 
         depth = np.asarray(res.depth, dtype=np.float32)
         valid = np.asarray(res.valid, dtype=bool) & np.isfinite(depth) & (depth > 0)
@@ -562,8 +519,8 @@ class Engine:
             downloads["depth.png"] = f"unavailable: {exc}"
             meta["warnings"].append(f"no 16-bit depth PNG: {exc}")
         write_image(folder / "image.png", rgb)
-        lo, hi = colour_range(depth, valid)
-        write_image(folder / "color.png", colourise(depth, valid, lo, hi))
+        lo, hi = depth_limits(depth, valid)  # the 1st-99th percentile, as infer's depth_vis.png
+        write_image(folder / "color.png", colorize_depth(depth, valid, lo, hi))
         points, colors = depth_to_point_cloud(depth, valid, K, rgb, drop_edges=True)
         step = max(1, math.ceil(len(points) / self.limits.max_preview_points))
         pv, cv = points[::step], colors[::step]

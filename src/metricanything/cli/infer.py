@@ -39,7 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fp32 (default); bf16 (CPU or GPU); fp16 (GPU only: refused on the CPU, where it is emulated and slow)",
     )
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--video-stride", type=int, default=1, help="process every N-th video frame")
+    parser.add_argument("--video-stride", type=int, default=1,
+                        help="process every N-th video frame (the depth video then has every N-th frame, at the input's "
+                        "frame rate / N)")  # fmt: skip
+    parser.add_argument(
+        "--video-scale-anchor", type=int, default=0, metavar="N",
+        help="videos: rescale each frame's depth by the median ratio to the per-pixel median of the last N frames, so "
+        "the metric scale stays that of the first frames (assumes a slowly changing view; 0 = off, the default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-depth-video", action="store_true",
+        help="videos: skip <clip>_depth.mp4 (colours fixed for the whole clip: 1st-99th percentile of all its frames)",
+    )
     parser.add_argument("--ply", action="store_true", help="also write an edge-filtered coloured PLY point cloud")
     parser.add_argument("--glb", action="store_true", help="also write a GLB point cloud")
     parser.add_argument("--no-vis", action="store_true", help="skip the colourised depth PNG")
@@ -58,13 +69,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace) -> Any:
     from metricanything.tasks.infer import InferOptions, IntrinsicsOptions
+    from metricanything.tasks.video import VideoOptions
 
     return InferOptions(
         model=args.model, prompt=args.prompt, lidar_calib=args.lidar_calib,
         intrinsics=IntrinsicsOptions(args.fx, args.fy, args.cx, args.cy, args.fov_x), device=args.device,
         precision=args.precision, batch_size=args.batch_size, ply=args.ply, glb=args.glb, no_vis=args.no_vis,
-        video_stride=args.video_stride, progress=not args.quiet, depth_png_scale=args.depth_png_scale,
-        prompt_png_scale=args.prompt_png_scale,
+        video_stride=args.video_stride, video=VideoOptions(args.video_scale_anchor, not args.no_depth_video),
+        progress=not args.quiet, depth_png_scale=args.depth_png_scale, prompt_png_scale=args.prompt_png_scale,
     )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from metricanything.vis import (
     colorize_error,
     depth_colorbar,
     depth_limits,
+    error_colorbar,
     pyplot,
     save_figure,
     spread_points,
@@ -240,11 +241,15 @@ def json_ready(results: EvalResults, records: bool = False) -> dict[str, Any]:
     return plain_json(data)
 
 
+#: Font size (points) of the figures' text; figures are drawn about as wide as a report page (~1,200 px at 100 dpi)
+FIGURE_FONT = 10.5
+
+
 def plot_error_by_distance(results: EvalResults, path: str | os.PathLike) -> None:
     """Pooled AbsRel per GT-distance bin (one line per predictor, one panel per prompt column)."""
     plt = pyplot()
     cols = results.columns
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(cols), figsize=(5.6 * len(cols), 3.9), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
         for p in results.predictors:
             ranges = results.summaries[p][col].get("ranges") or {}
@@ -252,55 +257,74 @@ def plot_error_by_distance(results: EvalResults, path: str | os.PathLike) -> Non
             ys = [(r.get("pooled") or {}).get("abs_rel", np.nan) if r.get("pooled") else np.nan for r in ranges.values()]
             if labels:
                 ax.plot(range(len(labels)), ys, marker="o", label=p)
-                ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_title(f"prompt: {col}", fontsize=9)
-        ax.set_xlabel("GT depth bin")
-        ax.set_ylabel("AbsRel (pooled in bin)")
+                ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=FIGURE_FONT - 1)
+        ax.set_title(f"prompt: {col}", fontsize=FIGURE_FONT + 1)
+        ax.set_xlabel("GT depth bin", fontsize=FIGURE_FONT)
+        ax.set_ylabel("AbsRel (pooled in bin), lower = better", fontsize=FIGURE_FONT)
+        ax.tick_params(labelsize=FIGURE_FONT - 1)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(results.benchmark.name, fontsize=10)
+    axes[0][-1].legend(fontsize=FIGURE_FONT - 1)
+    fig.suptitle(results.benchmark.name, fontsize=FIGURE_FONT + 1)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
+
+
+def _wrap_name(name: str) -> str:
+    """A predictor name on two lines at its ``kind:`` prefix (row labels of the panels)."""
+    kind, sep, rest = name.partition(":")
+    return f"{kind}:\n{rest}" if sep and rest else name
 
 
 def plot_panel(panel: PanelData, path: str | os.PathLike) -> None:
-    """RGB | prompt | prediction | GT | relative error, one row per predictor; depth colours and bar from
-    :mod:`metricanything.vis` on the GT's 2-98th percentile range."""
+    """RGB | prompt (only with one) | prediction | GT | relative error, one row per predictor; depth colours
+    and the colour bars (depth in metres below prediction and GT, error below the error column) from
+    :mod:`metricanything.vis`, on the GT's 2-98th percentile range."""
     plt = pyplot()
     names = list(panel.predictions) or [""]
     lo, hi = depth_limits(panel.gt, panel.valid, (2, 98))
     gt_rgb = colorize_depth(panel.gt, panel.valid, lo, hi)
-    prompt_rgb = None
-    if panel.prompt_mask is not None and panel.prompt_mask.any():
-        prompt_rgb = colorize_depth(*spread_points(panel.prompt_depth, panel.prompt_mask), lo, hi)
+    has_prompt = panel.prompt_mask is not None and bool(panel.prompt_mask.any())
+    titles = ["RGB", *(["prompt points (GT depth)"] if has_prompt else []), "prediction", "GT (black = no depth)",
+              "|error| / GT (black = not scored)"]  # fmt: skip
+    c_pred = titles.index("prediction")
     h, w = panel.gt.shape
-    fig, axes = plt.subplots(len(names), 5, figsize=(5 * 2.4 + 0.9, len(names) * 2.4 * h / w + 0.5), squeeze=False)
+    tile = 11.0 / len(titles)
+    fig, axes = plt.subplots(len(names), len(titles), figsize=(tile * len(titles) + 0.8, len(names) * tile * h / w + 1.6),
+                             squeeze=False)  # fmt: skip
+    prompt_rgb = None
+    if has_prompt:
+        prompt_rgb = colorize_depth(*spread_points(panel.prompt_depth, panel.prompt_mask), lo, hi)
+        prompt_rgb = np.where(prompt_rgb.any(axis=-1, keepdims=True), prompt_rgb, panel.image // 3)
     for r, name in enumerate(names):
         ax = axes[r]
         ax[0].imshow(panel.image)
-        ax[0].set_ylabel(name, fontsize=7)
+        ax[0].set_ylabel(_wrap_name(name), fontsize=FIGURE_FONT)
         if prompt_rgb is not None:
-            ax[1].imshow(np.where(prompt_rgb.any(axis=-1, keepdims=True), prompt_rgb, panel.image // 3))
-        else:
-            ax[1].imshow(panel.image // 3)
-            ax[1].text(0.5, 0.5, "no prompt", ha="center", va="center", transform=ax[1].transAxes, fontsize=8, color="w")
+            ax[1].imshow(prompt_rgb)
         pred = panel.predictions.get(name)
         if pred is not None:
             pred_ok = np.isfinite(pred) & (pred > 0)
-            ax[2].imshow(colorize_depth(pred, pred_ok, lo, hi))
+            ax[c_pred].imshow(colorize_depth(pred, pred_ok, lo, hi))
             with np.errstate(divide="ignore", invalid="ignore"):
                 err = np.abs(pred - panel.gt) / panel.gt
-            ax[4].imshow(colorize_error(err, panel.masks.get(name, panel.valid) & pred_ok, PANEL_MAX_REL_ERROR))
-        ax[3].imshow(gt_rgb)
-        for c, title in enumerate(("RGB", "prompt", "prediction", "GT",
-                                   f"|err|/GT (0-{PANEL_MAX_REL_ERROR:g}, black = not scored)")):  # fmt: skip
+            ax[-1].imshow(colorize_error(err, panel.masks.get(name, panel.valid) & pred_ok, PANEL_MAX_REL_ERROR))
+        ax[c_pred + 1].imshow(gt_rgb)
+        for c, title in enumerate(titles):
             ax[c].set_xticks([])
             ax[c].set_yticks([])
             if r == 0:
-                ax[c].set_title(title, fontsize=8)
-    fig.suptitle(f"{panel.sample_id} — prompt: {panel.column}  (near = warm; black = no depth)", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
-    depth_colorbar(fig, fig.add_axes((0.94, 0.12, 0.015, 0.76)), lo, hi)
+                ax[c].set_title(title, fontsize=FIGURE_FONT)
+    fig.suptitle(f"{panel.sample_id}, prompt: {panel.column} (depth: log scale, near = warm)", fontsize=FIGURE_FONT + 1)
+    bar_h = 1.3 / fig.get_figheight()  # room below the last row for the colour bars and their labels
+    fig.tight_layout(rect=(0, bar_h, 1, 1))
+    last = axes[-1]
+    a, b = last[c_pred].get_position(), last[c_pred + 1].get_position()
+    y, inset = a.y0 - 0.42 * bar_h, 0.35 / fig.get_figwidth()  # inset: room for the end labels between the bars
+    depth_colorbar(fig, fig.add_axes((a.x0 + inset, y, b.x1 - a.x0 - 2 * inset, 0.13 * bar_h)), lo, hi,
+                   fontsize=FIGURE_FONT - 0.5, orientation="horizontal")  # fmt: skip
+    e = last[-1].get_position()
+    error_colorbar(fig, fig.add_axes((e.x0 + inset, y, e.x1 - e.x0 - 2 * inset, 0.13 * bar_h)), PANEL_MAX_REL_ERROR,
+                   fontsize=FIGURE_FONT - 0.5, orientation="horizontal")  # fmt: skip
     save_figure(fig, path, bbox_inches="tight")
 
 

@@ -20,6 +20,9 @@ replaces ``OUT/<stem>/`` as a whole: an output folder holds only the files of th
 image (no ``cloud.ply`` of an earlier run with another focal), and a killed run leaves no visible half-written
 file. The temporaries of a killed run are removed by the next run into the same ``OUT``.
 
+A video is processed frame by frame with ONE camera for the clip, optional scale anchoring, and a depth video
+next to the frame folders (``<clip>_depth.mp4``, ``<clip>_video.json``): see :mod:`metricanything.tasks.video`.
+
 Focal resolution order: explicit values (``--fx/--fy/--cx/--cy``, ``--fov-x``) -> sidecar JSON -> EXIF
 35 mm-equivalent focal -> the model's FoV head (``estimated``) -> a fallback that always warns.
 
@@ -63,6 +66,7 @@ from metricanything.errors import InputFileError, InvalidInputError, MetricAnyth
 from metricanything.pointcloud import rigid_transform_problem
 from metricanything.progress import QUIET, VERBOSE, Progress, say
 from metricanything.tasks.options import option
+from metricanything.tasks.video import VideoOptions, VideoRun
 from metricanything.vis import save_depth_visualisation
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -516,6 +520,7 @@ class InferOptions:
     glb: bool = option("--glb", False)
     no_vis: bool = option("--no-vis", False)
     video_stride: int = option("--video-stride", 1)
+    video: VideoOptions = field(default_factory=VideoOptions)  # one camera per clip, scale anchor, depth video
     progress: bool = option("--quiet", True, invert=True)
     depth_png_scale: float = option("--depth-png-scale", PNG_SCALE_MM)
     prompt_png_scale: float | None = option("--prompt-png-scale", None)
@@ -646,10 +651,12 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
     info = model_info(model)
     report.model = model_path
     announced_estimate = False
+    video = VideoRun(out_root, options.video, model, options.video_stride, lambda text: say(text, err=True))
     bar = Progress(len(items), "infer", "img", bar=options.progress, lines=False)
     for entry in items:
         if isinstance(entry, tuple):
             item, exc = entry
+            video.failed(item)
             report.failed.append((item.name, str(exc)))
             bar.write(f"skipped {item.path}: {exc}")
             bar.update()
@@ -657,7 +664,7 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
         item = entry
         t0 = time.perf_counter()
         try:
-            K, source, origin = resolve_intrinsics(item, options.intrinsics)
+            K, source, origin = video.camera(item, *resolve_intrinsics(item, options.intrinsics))
             prompt, prompt_record = _prompt_for(item, options, K)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -669,7 +676,7 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
                         announced_estimate = True
                     continue
                 bar.write(f"warning ({item.name}): {w.message}", QUIET)
-            record: dict = {}
+            record: dict = video.frame(item, result)
             if source is not None:
                 result.intrinsics_source = source
             else:
@@ -691,6 +698,7 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
             })
             written = write_outputs(out_root / item.name, item.image, result, record, options.no_vis, options.ply,
                                     options.glb, png_scale=options.depth_png_scale)  # fmt: skip
+            video.add(item, out_root / item.name, result)
             f = result.intrinsics.fx
             shown = result.depth[result.valid]
             bar.write(
@@ -704,8 +712,10 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
             )
             report.done.append(item.name)
         except MetricAnythingError as exc:
+            video.failed(item)
             report.failed.append((item.name, str(exc)))
             bar.write(f"failed {item.path}: {exc}")
         bar.update()
     bar.close()
+    video.finish()
     return report
