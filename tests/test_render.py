@@ -83,7 +83,10 @@ def test_tilted_plane_depth_matches_the_analytic_plane(dist, yaw, pitch, fov):
         z = ((point - eye) @ normal) / (d_world @ normal)
     expect_valid = np.isfinite(z) & (z > 1e-3)
     np.testing.assert_array_equal(valid, expect_valid)
-    np.testing.assert_allclose(depth[valid], z[valid], rtol=2e-5)
+    # float32 ray casting: the relative error grows as the ray grazes the plane (1 / |cos| of the incidence)
+    cos_incidence = np.abs(d_world @ normal) / np.linalg.norm(d_world, axis=-1)
+    rtol = 2e-5 + 2e-6 / np.maximum(cos_incidence, 1e-6)
+    assert np.all(np.abs(depth[valid] - z[valid]) <= rtol[valid] * np.abs(z[valid]))
 
 
 @pytest.mark.parametrize("family,seed", [("indoor", 3), ("outdoor", 4)])
