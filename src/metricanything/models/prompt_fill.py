@@ -67,20 +67,26 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         raise ValueError(f"knn_plane_fill: image {h}x{w} with {n_pts} prompt points is too large for integer keys")
     out = torch.empty(h, w, device=dev, dtype=torch.float32)
     spread = torch.empty(h, w, device=dev, dtype=torch.float32)
-    gu = torch.arange(w, device=dev, dtype=torch.int32)
-    step = max(cell, (max(1, chunk // (w * n_cand)) // cell) * cell)  # rows per band, a multiple of cell
+    wc = -(-w // cell)
+    # pixel (u, v) = block (bu, bv) * cell + (ou, ov): distances broadcast over the cell x cell pixels of each block
+    gu = (torch.arange(wc, device=dev, dtype=torch.int32)[:, None] * cell
+          + torch.arange(cell, device=dev, dtype=torch.int32)).view(1, 1, wc, cell, 1)
+    step = max(cell, (max(1, chunk // (w * 3 * k)) // cell) * cell)  # rows per band, a multiple of cell
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
-        cand = torch.from_numpy(_block_candidates(tree, n_cand, r0 // cell, -(-r1 // cell), w, h, cell)).to(dev)
-        cand = cand.repeat_interleave(cell, dim=0)[: r1 - r0].repeat_interleave(cell, dim=1)[:, :w]  # rows x w x C
-        gv = torch.arange(r0, r1, device=dev, dtype=torch.int32)
-        du = pts_u[cand].sub_(gu[None, :, None])
-        dv = pts_v[cand].sub_(gv[:, None, None])
-        key = du.square().add_(dv.square()).long().bitwise_left_shift_(shift).bitwise_or_(cand)
-        ik = torch.topk(key, kk, dim=-1, largest=False).indices  # rows x w x k
-        nb = torch.gather(cand, -1, ik)
-        x = torch.gather(du, -1, ik).float()
-        y = torch.gather(dv, -1, ik).float()
+        b0, b1 = r0 // cell, -(-r1 // cell)
+        cand = torch.from_numpy(_block_candidates(tree, n_cand, b0, b1, w, h, cell)).to(dev)  # hb x wc x C
+        hb = b1 - b0
+        cand = cand.view(hb, 1, wc, 1, n_cand)
+        gv = torch.arange(b0 * cell, b1 * cell, device=dev, dtype=torch.int32).view(hb, cell, 1, 1, 1)
+        du = pts_u[cand] - gu  # hb x 1 x wc x cell x C
+        dv = pts_v[cand] - gv  # hb x cell x wc x 1 x C
+        key = (du.square() + dv.square()).long().bitwise_left_shift_(shift).bitwise_or_(cand)
+        ik = torch.topk(key, kk, dim=-1, largest=False).indices  # hb x cell x wc x cell x k
+        del key
+        nb = torch.gather(cand.expand(hb, cell, wc, cell, n_cand), -1, ik)
+        x = (pts_u[nb] - gu).float()
+        y = (pts_v[nb] - gv).float()
         q = q_pts[nb]
         dk = x * x + y * y
         r2 = dk.amax(-1, keepdim=True).clamp_min(1.0)  # k-th distance, squared
@@ -97,8 +103,9 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         a = torch.where(safe, num / torch.where(safe, det, torch.ones_like(det)), t0 / s0.clamp_min(1e-12))
         qmin, qmax = q.amin(-1), q.amax(-1)
         a = torch.minimum(torch.maximum(a, qmin), qmax)
-        out[r0:r1] = -torch.log(a.clamp_min(1e-12))
-        spread[r0:r1] = torch.log(qmax / qmin)
+        band = slice(0, r1 - r0), slice(0, w)  # drop the padding of partial blocks
+        out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).reshape(hb * cell, wc * cell)[band]
+        spread[r0:r1] = torch.log(qmax / qmin).reshape(hb * cell, wc * cell)[band]
     return out, spread
 
 
