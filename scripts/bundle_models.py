@@ -231,6 +231,14 @@ def cmd_card(args: argparse.Namespace) -> int:
                 f"resized to a {c.get('image_size')} px long side inside the network; output metric depth at the "
                 "input size. Works with a prompt (depth completion / super-resolution / fusion) and without one "
                 "(metric scale from the focal length).")  # fmt: skip
+        ref = c.get("prompt_reference", "scalar")
+        if ref != "scalar":
+            arch += (f" With a prompt, the network corrects a parameter-free dense fill of it (`{ref}`: "
+                     + ("local planes in inverse depth through every prompt point's 8 nearest" if ref == "knn_plane"
+                        else "push-pull") + "), exact at the prompted pixels.")  # fmt: skip
+        if c.get("residual_bound") is not None:
+            arch += (" Its correction is gated by the prompt's local variation: at most the log-depth range of "
+                     f"a pixel's 8 nearest prompt points + {c['residual_bound']:g} (`residual_bound`).")  # fmt: skip
         use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
                "`metricanything finetune` as a starting point.")  # fmt: skip
     else:

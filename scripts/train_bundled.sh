@@ -4,6 +4,7 @@
 # safetensors + config.json + MODEL_CARD.md + training.json (measured with `metricanything eval`).
 #
 #   BUNDLED_MINUTES=20 scripts/train_bundled.sh          # ~20 min of training per model (default 20)
+#   BUNDLED_STAGES=teacher scripts/train_bundled.sh      # the teacher only (corpus, training, eval, card)
 #
 # Environment knobs (defaults in brackets):
 #   BUNDLED_MINUTES  training wall-clock budget per model, minutes [20]; the step count is calibrated
@@ -17,6 +18,8 @@
 #   BUNDLED_MIN_STEPS fewest training steps per model [10]
 #   BUNDLED_THREADS  torch intra-op threads of every command [1]; the training configs also use 1 thread +
 #                    1 loader worker (on a shared 2-core CPU, 2 threads per process measured 5-10x slower)
+#   BUNDLED_STAGES   comma-separated models to train and install: teacher, student [teacher,student]; the
+#                    student is distilled from the teacher of the same run, so it needs the teacher stage
 #   PYTHON           interpreter [.venv/bin/python]
 # Runs from the repository root. Re-running re-trains from scratch (delete nothing by hand).
 set -euo pipefail
@@ -32,6 +35,7 @@ EVALN="${BUNDLED_EVAL_N:-16}"
 WORKERS="${BUNDLED_WORKERS:-2}"
 DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
 MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
+STAGES="${BUNDLED_STAGES:-teacher,student}"
 MA=("$PY" -m metricanything.cli)
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS="${BUNDLED_THREADS:-1}" OPENBLAS_NUM_THREADS="${BUNDLED_THREADS:-1}"
@@ -47,6 +51,13 @@ run() {
 }
 
 case "$WORK" in ""|/|.|..) echo "refusing BUNDLED_WORK=$WORK" >&2; exit 2 ;; esac
+stage() { [[ ",$STAGES," == *",$1,"* ]]; }
+for s in ${STAGES//,/ }; do
+  case "$s" in teacher|student) ;; *) echo "BUNDLED_STAGES: unknown stage '$s' (use teacher, student)" >&2; exit 2 ;; esac
+done
+if ! stage teacher; then
+  echo "BUNDLED_STAGES=$STAGES: the student is distilled from this run's teacher; add 'teacher'" >&2; exit 2
+fi
 rm -rf "$WORK"
 mkdir -p "$WORK"
 SRC=rendered,lidar,tof,structured_light,stereo,sfm,mvs
@@ -63,6 +74,7 @@ log "teacher: $TSTEPS steps for $MINUTES min"
 run "${MA[@]}" pretrain --config configs/teacher_bundled.yaml "${TSET[@]}" --set "train.steps=$TSTEPS" \
     --set train.progress=false
 
+if stage student; then
 # 3. pseudo-labels of the corpus
 run "${MA[@]}" pseudo-label --teacher "$WORK/teacher/model" --data "$WORK/corpus" --out "$WORK/pseudo" \
     --limit "$NPSEUDO" --shard-size 250 --no-progress
@@ -75,10 +87,13 @@ SSTEPS=$("$PY" scripts/bundle_models.py plan --config configs/student_bundled.ya
 log "student: $SSTEPS steps for $MINUTES min"
 run "${MA[@]}" distill --config configs/student_bundled.yaml "${SSET[@]}" --set "train.steps=$SSTEPS" \
     --set train.progress=false
+fi
 
 # 5. install as fp16 into the package
 "$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
-"$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
+if stage student; then
+  "$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
+fi
 
 # 6. measure the installed weights with `metricanything eval`
 BASE=(baseline:nearest baseline:linear baseline:ipbasic baseline:prompt_median)
@@ -90,14 +105,18 @@ for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
       --prompt points:500 downsample:8 lidar:16 extreme:5 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
   run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
       --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
-  run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
-      --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
   TEVAL+=(--eval "$WORK/eval/teacher_${b}_prompted" --eval "$WORK/eval/teacher_${b}_free")
-  SEVAL+=(--eval "$WORK/eval/student_${b}")
+  if stage student; then
+    run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
+        --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
+    SEVAL+=(--eval "$WORK/eval/student_${b}")
+  fi
 done
-run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
-    --limit "$EVALN" --quiet --prompt none --compare baseline:train_median --out "$WORK/eval/student_predicted_focal"
-SEVAL+=(--eval "$WORK/eval/student_predicted_focal")
+if stage student; then
+  run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
+      --limit "$EVALN" --quiet --prompt none --compare baseline:train_median --out "$WORK/eval/student_predicted_focal"
+  SEVAL+=(--eval "$WORK/eval/student_predicted_focal")
+fi
 
 # 7. model cards (exact commands, config, measured metrics, licence) + training.json
 TC=() SC=()
@@ -110,7 +129,9 @@ for c in "${COMMANDS[@]}"; do
 done
 "$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
     --config configs/teacher_bundled.yaml "${TEVAL[@]}" "${TC[@]}"
-"$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
-    --config configs/student_bundled.yaml "${SEVAL[@]}" "${SC[@]}"
+if stage student; then
+  "$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
+      --config configs/student_bundled.yaml "${SEVAL[@]}" "${SC[@]}"
+fi
 du -sh "$DEST"/*
-log "done: $DEST/{teacher,student}"
+log "done: $STAGES installed in $DEST"
