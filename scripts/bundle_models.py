@@ -198,6 +198,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     train_cfg = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     fp16 = json.loads((dest / "fp16_check.json").read_text(encoding="utf-8")) if (dest / "fp16_check.json").is_file() else {}
     records, tables = _eval_tables(args.eval)
+    knobs = {k: os.environ[k] for k in ("BUNDLED_MINUTES", "BUNDLED_MIN_STEPS", "BUNDLED_STAGES") if k in os.environ}
     fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
     fidelity = _prompt_fidelity(dest) if args.kind == "teacher" else None
     size = (dest / "model.safetensors").stat().st_size
@@ -212,6 +213,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         "training_config_file": args.config,
         "training_config_resolved": train_cfg,
         "training_summary": summary,
+        "train_bundled_settings": knobs,
         "evaluation": records,
         "fov_head_check": fov,
         "prompt_fidelity": fidelity,
@@ -237,8 +239,9 @@ def cmd_card(args: argparse.Namespace) -> int:
                      + ("local planes in inverse depth through every prompt point's 8 nearest" if ref == "knn_plane"
                         else "push-pull") + "), exact at the prompted pixels.")  # fmt: skip
         if c.get("residual_bound") is not None:
-            arch += (" Its correction is gated by the prompt's local variation: at most the log-depth range of "
-                     f"a pixel's 8 nearest prompt points + {c['residual_bound']:g} (`residual_bound`).")  # fmt: skip
+            arch += (" Its correction is gated by the prompt itself: at most the relative distance of a pixel's 8 "
+                     f"nearest prompt points from their fitted plane + {c['residual_bound']:g} (`residual_bound`), "
+                     "so it is 0 where the prompt is locally planar.")  # fmt: skip
         use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
                "`metricanything finetune` as a starting point.")  # fmt: skip
     else:
@@ -271,9 +274,11 @@ def cmd_card(args: argparse.Namespace) -> int:
         *args.command,
         "```",
         "",
-        "All run by `scripts/train_bundled.sh` (BUNDLED_MINUTES per model): `train.steps` was set from a wall-clock "
-        "budget by `scripts/bundle_models.py plan` (a few timed steps), the fp32 training output was converted to "
-        "fp16 by `scripts/bundle_models.py install`, and this card written by `scripts/bundle_models.py card`.",
+        "All run by `scripts/train_bundled.sh` (BUNDLED_MINUTES per model"
+        + (f"; this run: {', '.join(f'{k}={v}' for k, v in knobs.items())}" if knobs else "") + "): `train.steps` "
+        "is the larger of the steps that fit in that wall-clock budget, as timed by `scripts/bundle_models.py plan` "
+        "(a few timed steps), and BUNDLED_MIN_STEPS; the fp32 training output was converted to fp16 by "
+        "`scripts/bundle_models.py install`, and this card written by `scripts/bundle_models.py card`.",
         "",
         f"Config file: `{args.config}` (the fully resolved config is in `training.json`). Training ran "
         f"{summary.get('step', '?')} steps in {summary.get('seconds_this_run', float('nan')):.0f} s; final loss "

@@ -34,9 +34,10 @@ def test_knn_plane_fill_is_exact_on_a_plane(seed: int, n: int) -> None:
     fill = knn_plane_fill(torch.where(mask, log_z, torch.zeros_like(log_z)), mask)
     err = (fill - log_z).abs()
     # exact wherever the fit interpolates; the clamp to the neighbours' range bites where a pixel's 8 nearest
-    # points do not surround it (mostly outside the points' hull, near the image border; measured <= 17%)
+    # points do not surround it (mostly outside the points' hull, near the image border). Measured: <= 17 % on
+    # 600 random draws, 28 % at seed 964 with 30 points (hypothesis found it; the capped version gave the same)
     assert float(err.median()) <= 1e-5
-    assert float((err > 1e-3).float().mean()) <= 0.25
+    assert float((err > 1e-3).float().mean()) <= (0.35 if n < 60 else 0.2)
 
 
 def test_knn_plane_fill_exact_at_prompts_empty_samples_and_cap() -> None:
@@ -112,7 +113,7 @@ def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int
     q = np.exp(-value[pv, pu].astype(np.float64))
     kk = min(k, len(pv))
     nc = min(3 * kk, len(pv))
-    fill, spread = np.zeros((h, w)), np.zeros((h, w))
+    fill, misfit = np.zeros((h, w)), np.zeros((h, w))
     for y in range(h):
         for x in range(w):
             cx = min((x // cell) * cell + 0.5 * (cell - 1), w - 1)
@@ -127,11 +128,13 @@ def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int
             a_mat = np.stack([np.ones(kk), du / np.sqrt(r2), dv / np.sqrt(r2)], axis=1)
             m = a_mat.T @ (wgt[:, None] * a_mat) + np.diag([0.0, 1e-4, 1e-4])
             rhs = a_mat.T @ (wgt * q[nb])
-            a = np.linalg.solve(m, rhs)[0] if abs(np.linalg.det(m)) > 1e-12 else (wgt * q[nb]).sum() / wgt.sum()
-            a = min(max(a, q[nb].min()), q[nb].max())
-            fill[y, x] = -np.log(a)
-            spread[y, x] = np.log(q[nb].max() / q[nb].min())
-    return np.where(mask, value, fill), spread
+            if abs(np.linalg.det(m)) > 1e-12:
+                coef = np.linalg.solve(m, rhs)
+            else:
+                coef = np.array([(wgt * q[nb]).sum() / wgt.sum(), 0.0, 0.0])
+            misfit[y, x] = np.max(np.abs(q[nb] - a_mat @ coef) / q[nb])
+            fill[y, x] = -np.log(min(max(coef[0], q[nb].min()), q[nb].max()))
+    return np.where(mask, value, fill), misfit
 
 
 @pytest.mark.parametrize("cell", [4, 1])
@@ -140,11 +143,11 @@ def test_knn_plane_fill_matches_its_definition(cell: int) -> None:
     h, w = 19, 26
     mask = rng.random((h, w)) < 0.2
     value = np.where(mask, rng.normal(0.0, 0.5, (h, w)), 0.0).astype(np.float32)
-    expect, expect_spread = _brute_force_fill(value, mask, cell=cell)
-    fill, spread = knn_plane_fill(torch.from_numpy(value)[None, None], torch.from_numpy(mask)[None, None], cell=cell,
-                                  return_spread=True)
+    expect, expect_misfit = _brute_force_fill(value, mask, cell=cell)
+    fill, misfit = knn_plane_fill(torch.from_numpy(value)[None, None], torch.from_numpy(mask)[None, None], cell=cell,
+                                  return_misfit=True)
     np.testing.assert_allclose(fill[0, 0].numpy(), expect, atol=2e-4)
-    np.testing.assert_allclose(spread[0, 0].numpy(), expect_spread, atol=1e-5)
+    np.testing.assert_allclose(misfit[0, 0].numpy(), expect_misfit, atol=2e-4)
     # the band size (memory) never changes the result
     small = knn_plane_fill(torch.from_numpy(value)[None, None], torch.from_numpy(mask)[None, None], cell=cell, chunk=1)
     assert torch.equal(small, fill)
@@ -187,8 +190,9 @@ def test_knn_plane_fill_is_exact_on_a_plane_with_many_points(seed: int, n: int) 
     mask = torch.zeros(1, 1, h * w, dtype=torch.bool)
     mask[0, 0, idx] = True
     mask = mask.view(1, 1, h, w)
-    fill = knn_plane_fill(torch.where(mask, log_z, torch.zeros_like(log_z)), mask)
+    fill, misfit = knn_plane_fill(torch.where(mask, log_z, torch.zeros_like(log_z)), mask, return_misfit=True)
     err = (fill - log_z).abs()
     assert torch.equal(fill[mask], log_z[mask])
+    assert float(misfit.max()) <= 1e-4  # every neighbourhood is one plane
     assert float(err.median()) <= 1e-5
     assert float((err > 1e-3).float().mean()) <= 0.05

@@ -15,6 +15,8 @@ Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log de
    3 x 3 normal equations.
 4. The fill at x is a, clamped to [min q_i, max q_i] of the k neighbours; it is returned as -ln a. Prompted
    pixels return their own value exactly. Samples without points return 0.
+5. Optionally, the misfit at x: max_i |q_i - (a + b du_i + c dv_i)| / q_i over the k neighbours (the unclamped
+   plane), i.e. how far, in relative depth, the local prompt is from being one plane: 0 where it is planar.
 
 Every prompt point is used, at any resolution. Cost: the block candidates come from a k-d tree of the sample's
 points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), and the per-pixel step runs over bands of
@@ -48,7 +50,7 @@ def _block_candidates(tree: cKDTree, n_cand: int, b0: int, b1: int, w: int, h: i
 
 def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, ridge: float, cell: int,
               chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fill, spread), both H x W, of one sample; ``value``/``mask`` are H x W."""
+    """(fill, misfit), both H x W, of one sample; ``value``/``mask`` are H x W."""
     h, w = value.shape
     dev = value.device
     pix = torch.nonzero(mask.reshape(-1)).squeeze(1)  # ascending pixel index = the tie-break order
@@ -66,7 +68,7 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
     if h * h + w * w >= 2**31 or (h * h + w * w).bit_length() + shift > 62:
         raise ValueError(f"knn_plane_fill: image {h}x{w} with {n_pts} prompt points is too large for integer keys")
     out = torch.empty(h, w, device=dev, dtype=torch.float32)
-    spread = torch.empty(h, w, device=dev, dtype=torch.float32)
+    misfit = torch.empty(h, w, device=dev, dtype=torch.float32)
     wc = -(-w // cell)
     # pixel (u, v) = block (bu, bv) * cell + (ou, ov): distances broadcast over the cell x cell pixels of each block
     gu = (torch.arange(wc, device=dev, dtype=torch.int32)[:, None] * cell
@@ -101,12 +103,20 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         num = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
         safe = det.abs() > 1e-12
         a = torch.where(safe, num / torch.where(safe, det, torch.ones_like(det)), t0 / s0.clamp_min(1e-12))
+        # the plane's slopes (Cramer's rule on columns 2 and 3) for its misfit at the neighbours
+        dsafe = torch.where(safe, det, torch.ones_like(det))
+        cb = s0 * (tx * syy - sxy * ty) - t0 * (sx * syy - sxy * sy) + sy * (sx * ty - tx * sy)
+        cc = s0 * (sxx * ty - tx * sxy) - sx * (sx * ty - tx * sy) + t0 * (sx * sxy - sxx * sy)
+        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb))
+        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc))
+        plane = a[..., None] + cb[..., None] * x + cc[..., None] * y
+        mis = ((q - plane).abs() / q).amax(-1)
         qmin, qmax = q.amin(-1), q.amax(-1)
         a = torch.minimum(torch.maximum(a, qmin), qmax)
         band = slice(0, r1 - r0), slice(0, w)  # drop the padding of partial blocks
         out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).reshape(hb * cell, wc * cell)[band]
-        spread[r0:r1] = torch.log(qmax / qmin).reshape(hb * cell, wc * cell)[band]
-    return out, spread
+        misfit[r0:r1] = mis.reshape(hb * cell, wc * cell)[band]
+    return out, misfit
 
 
 @torch.no_grad()
@@ -118,14 +128,14 @@ def knn_plane_fill(
     ridge: float = 1e-4,
     cell: int = 4,
     chunk: int = 1 << 20,
-    return_spread: bool = False,
+    return_misfit: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Dense relative log depth (B x 1 x H x W) from a sparse one (``value`` where ``mask``); see the module doc.
 
     Uses every prompt point. ``cell`` is the block size of the candidate search (1 = exact k nearest);
     ``chunk`` bounds the pixel x candidate entries held at once (memory only, not the result).
-    With ``return_spread`` also returns the spread (B x 1 x H x W): max - min log depth of each pixel's k
-    neighbours (0 for samples without points), i.e. how much the prompt itself varies around the pixel.
+    With ``return_misfit`` also returns the misfit (B x 1 x H x W, step 5 of the module doc; 0 for samples
+    without points): how far the pixel's k nearest prompt points are from one plane in inverse depth.
     """
     if value.ndim != 4 or value.shape[1] != 1 or mask.shape != value.shape:
         raise ValueError(f"knn_plane_fill needs B x 1 x H x W value and mask, got {tuple(value.shape)}, "
@@ -133,7 +143,10 @@ def knn_plane_fill(
     if k < 1 or cell < 1 or chunk < 1:
         raise ValueError(f"knn_plane_fill needs k, cell, chunk >= 1, got {k}, {cell}, {chunk}")
     mask = mask.to(torch.bool)
-    fills, spreads = zip(*(_fill_one(value[i, 0], mask[i, 0], k, power, ridge, cell, chunk)
+    if value.shape[0] == 0:
+        empty = torch.zeros(value.shape, device=value.device, dtype=torch.float32)
+        return (empty, empty.clone()) if return_misfit else empty
+    fills, misfits = zip(*(_fill_one(value[i, 0], mask[i, 0], k, power, ridge, cell, chunk)
                            for i in range(value.shape[0])), strict=True)
     out = torch.where(mask, value.float(), torch.stack(fills)[:, None])
-    return (out, torch.stack(spreads)[:, None]) if return_spread else out
+    return (out, torch.stack(misfits)[:, None]) if return_misfit else out

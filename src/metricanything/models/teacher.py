@@ -7,7 +7,8 @@ Output parameterisation (see ``docs/design.md``)::
         = ln(f_px / W)             otherwise (canonical inverse depth: depth = f / (W C), so the net gives -ln C)
     F   = dense reference fill of the prompt (prompt_reference "knn_plane" / "fill"; 0 for "scalar" or no prompt)
     o   = head(image, enc.features)
-    res = (spread + b) tanh(o)     with residual_bound b and a prompt (spread: the k nearest points' log range)
+    res = (misfit + b) tanh(o)     with residual_bound b and a prompt (misfit: how far the pixel's k nearest
+                                   prompt points are from one plane, in relative depth)
         = o                        otherwise
     depth = exp(r + F + res)                                # metres, > 0 by construction
 
@@ -66,9 +67,10 @@ class TeacherConfig:
             to the decoder's residual (0 = none; needs a dense reference).
         residual_bound: ``None``: the network's output is the residual. A value ``b >= 0`` (needs
             ``"knn_plane"``) gates it where the sample has prompt points: ``residual = B tanh(output)`` with
-            ``B = spread + b``, ``spread`` the log-depth range of the pixel's k nearest prompt points. So
-            ``|residual| <= B``: where the prompt agrees with itself the output stays at the reference (within
-            ``b``); near a depth edge between points the network may move it by up to the local variation.
+            ``B = misfit + b``, ``misfit`` the largest relative distance of the pixel's k nearest prompt points
+            from their fitted plane. So ``|residual| <= B``: where the prompt is locally one plane (where the
+            reference is exact) the output stays at the reference (within ``b``); near a depth edge or a curved
+            surface the network may move it by up to the prompt's own disagreement with the plane.
         name: preset name, informational.
     """
 
@@ -96,7 +98,7 @@ class TeacherConfig:
             raise ConfigError("prompt_fill_channel / refine_hidden need a dense prompt_reference ('fill' or 'knn_plane')")
         if self.residual_bound is not None:
             if self.prompt_reference != "knn_plane":
-                raise ConfigError("residual_bound needs prompt_reference='knn_plane' (the spread of its neighbours)")
+                raise ConfigError("residual_bound needs prompt_reference='knn_plane' (the misfit of its planes)")
             if not math.isfinite(float(self.residual_bound)) or float(self.residual_bound) < 0:
                 raise ConfigError(f"TeacherConfig.residual_bound must be None or >= 0, got {self.residual_bound}")
             self.residual_bound = float(self.residual_bound)
@@ -181,9 +183,9 @@ def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.
     raise ConfigError(f"no dense reference for prompt_reference={kind!r}")
 
 
-def gate_residual(output: torch.Tensor, spread: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
-    """``(spread + floor) tanh(output)`` for samples with a prompt, ``output`` otherwise (``residual_bound``)."""
-    return torch.where(has_prompt.view(-1, 1, 1, 1), (spread + floor) * torch.tanh(output), output)
+def gate_residual(output: torch.Tensor, misfit: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
+    """``(misfit + floor) tanh(output)`` for samples with a prompt, ``output`` otherwise (``residual_bound``)."""
+    return torch.where(has_prompt.view(-1, 1, 1, 1), (misfit + floor) * torch.tanh(output), output)
 
 
 def network_size(height: int, width: int, image_size: int | None, patch: int) -> tuple[int, int, int, int]:
@@ -301,11 +303,11 @@ class Teacher(nn.Module):
         x = F.pad(x, (0, wp - ws, 0, hp - hs))
         cfg = self.config
         fill = None  # dense reference fill of the encoded prompt at input resolution (0 without prompt points)
-        spread = None  # log-depth range of each pixel's nearest prompt points (residual_bound only)
+        misfit = None  # how far each pixel's nearest prompt points are from one plane (residual_bound only)
         if cfg.prompt_reference != "scalar" and encoded is not None:
             feats_in = encoded.features.to(image.device, torch.float32)
             if cfg.residual_bound is not None:
-                fill, spread = knn_plane_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5, return_spread=True)
+                fill, misfit = knn_plane_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5, return_misfit=True)
             else:
                 fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
         # prompt channels at network resolution, padded: value, mask (masked-pooled) [, fill (area-pooled)]
@@ -326,8 +328,8 @@ class Teacher(nn.Module):
         residual = residual[..., :hs, :ws].float()
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
-        if spread is not None:
-            residual = gate_residual(residual, spread, cfg.residual_bound, has_prompt)
+        if misfit is not None:
+            residual = gate_residual(residual, misfit, cfg.residual_bound, has_prompt)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
         if fill is not None:
             log_depth = log_depth + fill
