@@ -128,11 +128,11 @@ def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int
             a_mat = np.stack([np.ones(kk), du / np.sqrt(r2), dv / np.sqrt(r2)], axis=1)
             m = a_mat.T @ (wgt[:, None] * a_mat) + np.diag([0.0, 1e-4, 1e-4])
             rhs = a_mat.T @ (wgt * q[nb])
-            if abs(np.linalg.det(m)) > 1e-12:
+            if abs(np.linalg.det(m)) > 1e-12 * np.prod(np.diag(m)):
                 coef = np.linalg.solve(m, rhs)
             else:
                 coef = np.array([(wgt * q[nb]).sum() / wgt.sum(), 0.0, 0.0])
-            misfit[y, x] = np.max(np.abs(q[nb] - a_mat @ coef) / q[nb])
+            misfit[y, x] = min(np.max(np.abs(q[nb] - a_mat @ coef) / q[nb]), np.log(q[nb].max() / q[nb].min()))
             fill[y, x] = -np.log(min(max(coef[0], q[nb].min()), q[nb].max()))
     return np.where(mask, value, fill), misfit
 

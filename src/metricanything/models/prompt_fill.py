@@ -12,11 +12,13 @@ Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log de
 2. Let r be the distance to the k-th one (at least 1 px). Coordinates d_i = (p_i - x) / r; weights
    w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2).
 3. Solve a weighted least-squares fit q ~ a + b du + c dv, with ridge ``ridge`` on (b, c). Cramer's rule on the
-   3 x 3 normal equations.
+   3 x 3 normal equations (in float64); if they are singular (|det| <= 1e-12 times the product of the diagonal),
+   a is the weighted mean of q and b = c = 0.
 4. The fill at x is a, clamped to [min q_i, max q_i] of the k neighbours; it is returned as -ln a. Prompted
    pixels return their own value exactly. Samples without points return 0.
 5. Optionally, the misfit at x: max_i |q_i - (a + b du_i + c dv_i)| / q_i over the k neighbours (the unclamped
-   plane), i.e. how far, in relative depth, the local prompt is from being one plane: 0 where it is planar.
+   plane), at most ln(max q_i / min q_i): how far, in relative depth, the local prompt is from being one plane
+   (0 where it is planar), never more than its own log-depth range.
 
 Every prompt point is used, at any resolution. Cost: the block candidates come from a k-d tree of the sample's
 points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), and the per-pixel step runs over bands of
@@ -95,23 +97,26 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         scale = torch.sqrt(r2)
         x, y = x / scale, y / scale
         wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
-        s0, sx, sy = wgt.sum(-1), (wgt * x).sum(-1), (wgt * y).sum(-1)
-        sxx, sxy, syy = (wgt * x * x).sum(-1) + ridge, (wgt * x * y).sum(-1), (wgt * y * y).sum(-1) + ridge
-        t0, tx, ty = (wgt * q).sum(-1), (wgt * x * q).sum(-1), (wgt * y * q).sum(-1)
-        # a = det(M with first column replaced by t) / det(M), M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]
+        # weighted sums per pixel; the 3 x 3 solve in float64 (its determinant cancels badly in float32)
+        s0, sx, sy = (t.sum(-1).double() for t in (wgt, wgt * x, wgt * y))
+        sxx, sxy, syy = (t.sum(-1).double() for t in (wgt * x * x, wgt * x * y, wgt * y * y))
+        sxx, syy = sxx + ridge, syy + ridge
+        t0, tx, ty = (t.sum(-1).double() for t in (wgt * q, wgt * x * q, wgt * y * q))
+        # Cramer's rule, M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]: coefficient j = det(M with column j
+        # replaced by t) / det(M); singular (relative to the diagonal, Hadamard's bound) -> the weighted mean
         det = s0 * (sxx * syy - sxy * sxy) - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
-        num = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
-        safe = det.abs() > 1e-12
-        a = torch.where(safe, num / torch.where(safe, det, torch.ones_like(det)), t0 / s0.clamp_min(1e-12))
-        # the plane's slopes (Cramer's rule on columns 2 and 3) for its misfit at the neighbours
+        safe = det.abs() > 1e-12 * s0 * sxx * syy
         dsafe = torch.where(safe, det, torch.ones_like(det))
+        ca = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
         cb = s0 * (tx * syy - sxy * ty) - t0 * (sx * syy - sxy * sy) + sy * (sx * ty - tx * sy)
         cc = s0 * (sxx * ty - tx * sxy) - sx * (sx * ty - tx * sy) + t0 * (sx * sxy - sxx * sy)
-        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb))
-        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc))
-        plane = a[..., None] + cb[..., None] * x + cc[..., None] * y
-        mis = ((q - plane).abs() / q).amax(-1)
+        a = torch.where(safe, ca / dsafe, t0 / s0.clamp_min(1e-12)).float()
+        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb)).float()
+        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc)).float()
         qmin, qmax = q.amin(-1), q.amax(-1)
+        # misfit: the neighbours' largest relative distance from the (unclamped) plane, at most their log range
+        plane = a[..., None] + cb[..., None] * x + cc[..., None] * y
+        mis = torch.minimum(((q - plane).abs() / q).amax(-1), torch.log(qmax / qmin))
         a = torch.minimum(torch.maximum(a, qmin), qmax)
         band = slice(0, r1 - r0), slice(0, w)  # drop the padding of partial blocks
         out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).reshape(hb * cell, wc * cell)[band]
