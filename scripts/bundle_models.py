@@ -236,12 +236,13 @@ def cmd_card(args: argparse.Namespace) -> int:
         ref = c.get("prompt_reference", "scalar")
         if ref != "scalar":
             arch += (f" With a prompt, the network corrects a parameter-free dense fill of it (`{ref}`: "
-                     + ("local planes in inverse depth through every prompt point's 8 nearest" if ref == "knn_plane"
+                     + ("local planes in inverse depth through each pixel's 8 nearest prompt points, all points used"
+                        if ref == "knn_plane"
                         else "push-pull") + "), exact at the prompted pixels.")  # fmt: skip
         if c.get("residual_bound") is not None:
-            arch += (" Its correction is gated by the prompt itself: at most the relative distance of a pixel's 8 "
-                     f"nearest prompt points from their fitted plane + {c['residual_bound']:g} (`residual_bound`), "
-                     "so it is 0 where the prompt is locally planar.")  # fmt: skip
+            arch += (" Its correction is bounded by the prompt itself (`residual_bound`): at most the relative "
+                     "distance of a pixel's 8 nearest prompt points from their fitted plane (capped at their "
+                     f"log-depth range) + {c['residual_bound']:g}, so it is 0 where the prompt is locally planar.")  # fmt: skip
         use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
                "`metricanything finetune` as a starting point.")  # fmt: skip
     else:

@@ -241,9 +241,10 @@ def test_guided_refiner_starts_as_identity_and_is_preset_default() -> None:
         TeacherConfig(vit="test", prompt_reference="scalar", refine_hidden=4)
 
 
-def test_residual_bound_gates_the_correction_by_the_prompts_misfit_to_a_plane() -> None:
-    """residual_bound b: log depth - reference = (misfit + b) tanh(network output) wherever the sample has a
-    prompt; a prompt-free sample of the same batch is untouched; a planar prompt gives the reference (within b)."""
+def test_residual_bound_limits_the_correction_by_the_prompts_misfit_to_a_plane() -> None:
+    """residual_bound b: log depth - reference = B tanh(network output / B), B = misfit + b, wherever the sample
+    has a prompt; a prompt-free sample of the same batch is untouched; a planar prompt gives the reference
+    (within b)."""
     from metricanything.models.prompt_fill import knn_plane_fill
 
     torch.manual_seed(13)
@@ -263,8 +264,10 @@ def test_residual_bound_gates_the_correction_by_the_prompts_misfit_to_a_plane() 
     fill, misfit = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5, return_misfit=True)
     corr = a["log_depth"] - a["log_ref"].view(-1, 1, 1, 1) - fill
     assert float(misfit[0].median()) > 0.1  # random depths: far from planar
-    assert torch.allclose(corr[0], (misfit[0] + 0.01) * torch.tanh(u_out["residual"][0]), atol=1e-5)
-    assert float(u_out["residual"][0].abs().max()) > 0.01
+    bound = misfit[0] + 0.01
+    assert torch.allclose(corr[0], bound * torch.tanh(u_out["residual"][0] / bound), atol=1e-5)
+    assert bool((corr[0].abs() <= bound + 1e-6).all())
+    assert float(u_out["residual"][0].abs().max()) > 0.01 and float((corr[0] - u_out["residual"][0]).abs().max()) > 1e-3
     assert torch.equal(a["depth"][1], u_out["depth"][1])  # no prompt: the network's output as is
     assert float(misfit[2].max()) < 1e-4
     rel = (a["depth"][2] / pd[2]).log().abs()

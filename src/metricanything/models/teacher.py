@@ -7,8 +7,8 @@ Output parameterisation (see ``docs/design.md``)::
         = ln(f_px / W)             otherwise (canonical inverse depth: depth = f / (W C), so the net gives -ln C)
     F   = dense reference fill of the prompt (prompt_reference "knn_plane" / "fill"; 0 for "scalar" or no prompt)
     o   = head(image, enc.features)
-    res = (misfit + b) tanh(o)     with residual_bound b and a prompt (misfit: how far the pixel's k nearest
-                                   prompt points are from one plane, in relative depth)
+    res = B tanh(o / B)            with residual_bound b and a prompt: B = misfit + b (misfit: how far the
+                                   pixel's k nearest prompt points are from one plane, in relative depth)
         = o                        otherwise
     depth = exp(r + F + res)                                # metres, > 0 by construction
 
@@ -66,8 +66,8 @@ class TeacherConfig:
         refine_hidden: width of the full-resolution :class:`~metricanything.models.dpt.GuidedRefiner` applied
             to the decoder's residual (0 = none; needs a dense reference).
         residual_bound: ``None``: the network's output is the residual. A value ``b >= 0`` (needs
-            ``"knn_plane"``) gates it where the sample has prompt points: ``residual = B tanh(output)`` with
-            ``B = misfit + b``, ``misfit`` the largest relative distance of the pixel's k nearest prompt points
+            ``"knn_plane"``) bounds it where the sample has prompt points: ``residual = B tanh(output / B)``
+            with ``B = misfit + b``, ``misfit`` the largest relative distance of the pixel's k nearest prompt points
             from their fitted plane. So ``|residual| <= B``: where the prompt is locally one plane (where the
             reference is exact) the output stays at the reference (within ``b``); near a depth edge or a curved
             surface the network may move it by up to the prompt's own disagreement with the plane.
@@ -183,9 +183,12 @@ def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.
     raise ConfigError(f"no dense reference for prompt_reference={kind!r}")
 
 
-def gate_residual(output: torch.Tensor, misfit: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
-    """``(misfit + floor) tanh(output)`` for samples with a prompt, ``output`` otherwise (``residual_bound``)."""
-    return torch.where(has_prompt.view(-1, 1, 1, 1), (misfit + floor) * torch.tanh(output), output)
+def bound_residual(output: torch.Tensor, misfit: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
+    """``B tanh(output / B)``, ``B = misfit + floor``, for samples with a prompt; ``output`` otherwise.
+
+    Small corrections pass unchanged, large ones saturate at ``B`` (``residual_bound``)."""
+    bound = (misfit + floor).clamp_min(1e-6)
+    return torch.where(has_prompt.view(-1, 1, 1, 1), bound * torch.tanh(output / bound), output)
 
 
 def network_size(height: int, width: int, image_size: int | None, patch: int) -> tuple[int, int, int, int]:
@@ -329,7 +332,7 @@ class Teacher(nn.Module):
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
         if misfit is not None:
-            residual = gate_residual(residual, misfit, cfg.residual_bound, has_prompt)
+            residual = bound_residual(residual, misfit, cfg.residual_bound, has_prompt)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
         if fill is not None:
             log_depth = log_depth + fill
