@@ -213,6 +213,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     train_cfg = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     fp16 = json.loads((dest / "fp16_check.json").read_text(encoding="utf-8")) if (dest / "fp16_check.json").is_file() else {}
     records, tables = _eval_tables(args.eval)
+    knobs = {k: os.environ[k] for k in ("BUNDLED_MINUTES", "BUNDLED_MIN_STEPS", "BUNDLED_STAGES", "BUNDLED_STUDENT_STEPS") if k in os.environ}
     fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
     fidelity = _prompt_fidelity(dest) if args.kind == "teacher" else None
     size = (dest / "model.safetensors").stat().st_size
@@ -227,6 +228,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         "training_config_file": args.config,
         "training_config_resolved": train_cfg,
         "training_summary": summary,
+        "train_bundled_settings": knobs,
         "evaluation": records,
         "fov_head_check": fov,
         "prompt_fidelity": fidelity,
@@ -246,6 +248,16 @@ def cmd_card(args: argparse.Namespace) -> int:
                 f"resized to a {c.get('image_size')} px long side inside the network; output metric depth at the "
                 "input size. Works with a prompt (depth completion / super-resolution / fusion) and without one "
                 "(metric scale from the focal length).")  # fmt: skip
+        ref = c.get("prompt_reference", "scalar")
+        if ref != "scalar":
+            arch += (f" With a prompt, the network corrects a parameter-free dense fill of it (`{ref}`: "
+                     + ("local planes in inverse depth through each pixel's 8 nearest prompt points, all points used"
+                        if ref == "knn_plane"
+                        else "push-pull") + "), exact at the prompted pixels.")  # fmt: skip
+        if c.get("residual_bound") is not None:
+            arch += (" Its correction is bounded by the prompt itself (`residual_bound`): at most the relative "
+                     "distance of a pixel's 8 nearest prompt points from their fitted plane (capped at their "
+                     f"log-depth range) + {c['residual_bound']:g}, so it is 0 where the prompt is locally planar.")  # fmt: skip
         use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
                "`metricanything finetune` as a starting point.")  # fmt: skip
     else:
@@ -278,7 +290,8 @@ def cmd_card(args: argparse.Namespace) -> int:
         *args.command,
         "```",
         "",
-        "All run by `scripts/train_bundled.sh`: "
+        "All run by `scripts/train_bundled.sh`"
+        + (f" (this run: {', '.join(f'{k}={v}' for k, v in knobs.items())})" if knobs else "") + ": "
         + (" ".join(args.note) + " " if args.note else "`train.steps` was set from a wall-clock budget by "
            "`scripts/bundle_models.py plan` (a few timed steps). ")
         + "The fp32 training output was converted to fp16 by `scripts/bundle_models.py install`, and this card "

@@ -4,8 +4,8 @@
 # safetensors + config.json + MODEL_CARD.md + training.json (measured with `metricanything eval`).
 #
 #   BUNDLED_MINUTES=20 scripts/train_bundled.sh          # ~20 min of training per model (default 20)
-#   BUNDLED_STAGES=student BUNDLED_MINUTES=10 scripts/train_bundled.sh
-#                       # re-train only the student, from the installed bundled teacher (pseudo-labels, encoder)
+#   BUNDLED_STAGES=teacher scripts/train_bundled.sh      # the teacher only (corpus, training, eval, card)
+#   BUNDLED_STAGES=student scripts/train_bundled.sh      # the student only, from the installed bundled teacher
 #
 # Environment knobs (defaults in brackets):
 #   BUNDLED_MINUTES  training wall-clock budget per model, minutes [20]; the step count is calibrated
@@ -17,11 +17,12 @@
 #   BUNDLED_WORKERS  render processes [2]
 #   BUNDLED_DEST     where the models are installed [src/metricanything/assets/models]
 #   BUNDLED_MIN_STEPS fewest training steps per model [10]
-#   BUNDLED_STAGES   all | student [all]: `student` keeps the installed teacher ($BUNDLED_DEST/teacher) and
-#                    re-makes the corpus, its pseudo-labels (by that teacher), the student, its evals and card
-#   BUNDLED_STUDENT_STEPS  fixed student step count instead of the BUNDLED_MINUTES calibration [unset]
 #   BUNDLED_THREADS  torch intra-op threads of every command [1]; the training configs also use 1 thread +
 #                    1 loader worker (on a shared 2-core CPU, 2 threads per process measured 5-10x slower)
+#   BUNDLED_STAGES   comma-separated models to train and install: teacher, student [teacher,student]; without
+#                    the teacher stage the student's pseudo-labels and encoder come from the installed teacher
+#                    ($BUNDLED_DEST/teacher)
+#   BUNDLED_STUDENT_STEPS  fixed student step count instead of the BUNDLED_MINUTES calibration [unset]
 #   PYTHON           interpreter [.venv/bin/python]
 # Runs from the repository root. Re-running re-trains from scratch (delete nothing by hand).
 set -euo pipefail
@@ -37,8 +38,7 @@ EVALN="${BUNDLED_EVAL_N:-16}"
 WORKERS="${BUNDLED_WORKERS:-2}"
 DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
 MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
-STAGES="${BUNDLED_STAGES:-all}"
-case "$STAGES" in all|student) ;; *) echo "BUNDLED_STAGES must be all or student, got $STAGES" >&2; exit 2 ;; esac
+STAGES="${BUNDLED_STAGES:-teacher,student}"
 MA=("$PY" -m metricanything.cli)
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS="${BUNDLED_THREADS:-1}" OPENBLAS_NUM_THREADS="${BUNDLED_THREADS:-1}"
@@ -54,6 +54,11 @@ run() {
 }
 
 case "$WORK" in ""|/|.|..) echo "refusing BUNDLED_WORK=$WORK" >&2; exit 2 ;; esac
+stage() { [[ ",$STAGES," == *",$1,"* ]]; }
+for s in ${STAGES//,/ }; do
+  case "$s" in teacher|student) ;; *) echo "BUNDLED_STAGES: unknown stage '$s' (use teacher, student)" >&2; exit 2 ;; esac
+done
+
 rm -rf "$WORK"
 mkdir -p "$WORK"
 SRC=rendered,lidar,tof,structured_light,stereo,sfm,mvs
@@ -63,7 +68,7 @@ run "${MA[@]}" render --out "$WORK/corpus" --num "$NUM" --seed 0 --size "$SIZE" 
     --workers "$WORKERS" --no-progress
 
 # 2. the teacher: steps calibrated to the budget, then `metricanything pretrain`
-if [[ "$STAGES" == all ]]; then
+if stage teacher; then
   TEACHER="$WORK/teacher/model"
   TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
   TSTEPS=$("$PY" scripts/bundle_models.py plan --config teacher_bundled --minutes "$MINUTES" \
@@ -76,6 +81,7 @@ else
   log "student only: pseudo-labels and encoder from the installed teacher $TEACHER"
 fi
 
+if stage student; then
 # 3. pseudo-labels of the corpus
 run "${MA[@]}" pseudo-label --teacher "$TEACHER" --data "$WORK/corpus" --out "$WORK/pseudo" \
     --limit "$NPSEUDO" --shard-size 250 --no-progress
@@ -93,12 +99,15 @@ else
 fi
 run "${MA[@]}" distill --config student_bundled "${SSET[@]}" --set "train.steps=$SSTEPS" \
     --set train.progress=false
+fi
 
 # 5. install as fp16 into the package
-if [[ "$STAGES" == all ]]; then
+if stage teacher; then
   "$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
 fi
-"$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
+if stage student; then
+  "$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
+fi
 
 # 6. measure the installed weights with `metricanything eval`
 BASE=(baseline:nearest baseline:linear baseline:ipbasic baseline:prompt_median)
@@ -106,20 +115,24 @@ sed 's/^focal_source: gt/focal_source: predicted/; s/^description: /description:
     src/metricanything/configs/benchmarks/synthetic_indoor.yaml > "$WORK/synthetic_indoor_predicted_focal.yaml"
 TEVAL=() SEVAL=()
 for b in synthetic_indoor synthetic_outdoor synthetic_unseen_cameras; do
-  if [[ "$STAGES" == all ]]; then
+  if stage teacher; then
     run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
         --prompt points:500 downsample:8 lidar:16 extreme:5 --compare "${BASE[@]}" --out "$WORK/eval/teacher_${b}_prompted"
     run "${MA[@]}" eval --model "$DEST/teacher" --benchmark "$b" --limit "$EVALN" --quiet \
         --prompt none --compare baseline:train_median --out "$WORK/eval/teacher_${b}_free"
     TEVAL+=(--eval "$WORK/eval/teacher_${b}_prompted" --eval "$WORK/eval/teacher_${b}_free")
   fi
-  run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
-      --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
-  SEVAL+=(--eval "$WORK/eval/student_${b}")
+  if stage student; then
+    run "${MA[@]}" eval --model "$DEST/student" --benchmark "$b" --limit "$EVALN" --quiet \
+        --prompt none --compare baseline:train_median --out "$WORK/eval/student_${b}"
+    SEVAL+=(--eval "$WORK/eval/student_${b}")
+  fi
 done
-run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
-    --limit "$EVALN" --quiet --prompt none --compare baseline:train_median --out "$WORK/eval/student_predicted_focal"
-SEVAL+=(--eval "$WORK/eval/student_predicted_focal")
+if stage student; then
+  run "${MA[@]}" eval --model "$DEST/student" --benchmark "$WORK/synthetic_indoor_predicted_focal.yaml" \
+      --limit "$EVALN" --quiet --prompt none --compare baseline:train_median --out "$WORK/eval/student_predicted_focal"
+  SEVAL+=(--eval "$WORK/eval/student_predicted_focal")
+fi
 
 # 7. model cards (exact commands, config, measured metrics, licence) + training.json
 TC=() SC=()
@@ -130,21 +143,23 @@ for c in "${COMMANDS[@]}"; do
     *) TC+=(--command "$c") ;;
   esac
 done
-if [[ "$STAGES" == all ]]; then
+if stage teacher; then
   "$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
       --config teacher_bundled "${TEVAL[@]}" "${TC[@]}" \
       --note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps)."
 fi
-SNOTE=()
-if [[ -n "${BUNDLED_STUDENT_STEPS:-}" ]]; then
-  SNOTE+=(--note "\`train.steps\` was fixed at $SSTEPS (BUNDLED_STUDENT_STEPS).")
-else
-  SNOTE+=(--note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps).")
+if stage student; then
+  SNOTE=()
+  if [[ -n "${BUNDLED_STUDENT_STEPS:-}" ]]; then
+    SNOTE+=(--note "\`train.steps\` was fixed at $SSTEPS (BUNDLED_STUDENT_STEPS).")
+  else
+    SNOTE+=(--note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps).")
+  fi
+  if ! stage teacher; then
+    SNOTE+=(--note "Student-only run (BUNDLED_STAGES=student): the pseudo-labels and the encoder initialisation come from the installed bundled teacher ($DEST/teacher, trained as its MODEL_CARD.md says), which was not re-trained.")
+  fi
+  "$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
+      --config student_bundled "${SEVAL[@]}" "${SC[@]}" "${SNOTE[@]}"
 fi
-if [[ "$STAGES" == student ]]; then
-  SNOTE+=(--note "Student-only run (BUNDLED_STAGES=student): the pseudo-labels and the encoder initialisation come from the installed bundled teacher ($DEST/teacher, trained as its MODEL_CARD.md says), which was not re-trained.")
-fi
-"$PY" scripts/bundle_models.py card --kind student --run "$WORK/student" --dest "$DEST/student" \
-    --config student_bundled "${SEVAL[@]}" "${SC[@]}" "${SNOTE[@]}"
 du -sh "$DEST"/*
-log "done: $DEST/{teacher,student}"
+log "done: $STAGES installed in $DEST"

@@ -34,9 +34,10 @@ def test_knn_plane_fill_is_exact_on_a_plane(seed: int, n: int) -> None:
     fill = knn_plane_fill(torch.where(mask, log_z, torch.zeros_like(log_z)), mask)
     err = (fill - log_z).abs()
     # exact wherever the fit interpolates; the clamp to the neighbours' range bites where a pixel's 8 nearest
-    # points do not surround it (mostly outside the points' hull, near the image border; measured <= 17%)
+    # points do not surround it (mostly outside the points' hull, near the image border). Measured: <= 17 % on
+    # 600 random draws, 28 % at seed 964 with 30 points (hypothesis found it; the capped version gave the same)
     assert float(err.median()) <= 1e-5
-    assert float((err > 1e-3).float().mean()) <= 0.25
+    assert float((err > 1e-3).float().mean()) <= (0.35 if n < 60 else 0.2)
 
 
 def test_knn_plane_fill_exact_at_prompts_empty_samples_and_cap() -> None:
@@ -46,12 +47,12 @@ def test_knn_plane_fill_exact_at_prompts_empty_samples_and_cap() -> None:
     mask[1] = False
     mask[2] = torch.rand(1, 20, 30, generator=g) < 0.9  # more points than the cap below
     value_nan = torch.where(mask, value, torch.full_like(value, float("nan")))  # never read off the mask
-    fill = knn_plane_fill(value_nan, mask, max_points=64)
+    fill = knn_plane_fill(value_nan, mask)
     assert bool(torch.isfinite(fill).all())
     assert torch.equal(fill[mask], value[mask])
     assert float(fill[1].abs().max()) == 0.0
     # deterministic, and the fill stays within the range of the prompt values (clamped to the neighbours)
-    assert torch.equal(fill, knn_plane_fill(value_nan, mask, max_points=64))
+    assert torch.equal(fill, knn_plane_fill(value_nan, mask))
     for i in (0, 2):
         lo, hi = float(value[i][mask[i]].min()), float(value[i][mask[i]].max())
         assert lo - 1e-5 <= float(fill[i].min()) and float(fill[i].max()) <= hi + 1e-5
@@ -102,3 +103,96 @@ def test_knn_plane_fill_of_a_sample_does_not_depend_on_its_batch() -> None:
     alone = knn_plane_fill(value[:1], mask[:1])
     assert bool(torch.isfinite(both).all())
     assert torch.allclose(both[:1], alone, atol=1e-6)
+
+
+def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The module's definition written out pixel by pixel in float64: candidates = the 3k points nearest to the
+    block centre, then the pixel's k nearest of them (ties to the lower pixel index), weighted plane in 1/z."""
+    h, w = value.shape
+    pv, pu = np.nonzero(mask)  # row-major: ascending pixel index
+    q = np.exp(-value[pv, pu].astype(np.float64))
+    kk = min(k, len(pv))
+    nc = min(3 * kk, len(pv))
+    fill, misfit = np.zeros((h, w)), np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            cx = min((x // cell) * cell + 0.5 * (cell - 1), w - 1)
+            cy = min((y // cell) * cell + 0.5 * (cell - 1), h - 1)
+            cand = np.lexsort((np.arange(len(pv)), (pu - cx) ** 2 + (pv - cy) ** 2))[:nc]
+            d2 = (pu[cand] - x) ** 2 + (pv[cand] - y) ** 2
+            nb = cand[np.lexsort((cand, d2))[:kk]]
+            du, dv = (pu[nb] - x).astype(np.float64), (pv[nb] - y).astype(np.float64)
+            dk = du**2 + dv**2
+            r2 = max(dk.max(), 1.0)
+            wgt = (dk / r2 + 1e-3) ** -2.0
+            a_mat = np.stack([np.ones(kk), du / np.sqrt(r2), dv / np.sqrt(r2)], axis=1)
+            m = a_mat.T @ (wgt[:, None] * a_mat) + np.diag([0.0, 1e-4, 1e-4])
+            rhs = a_mat.T @ (wgt * q[nb])
+            if abs(np.linalg.det(m)) > 1e-12 * np.prod(np.diag(m)):
+                coef = np.linalg.solve(m, rhs)
+            else:
+                coef = np.array([(wgt * q[nb]).sum() / wgt.sum(), 0.0, 0.0])
+            misfit[y, x] = min(np.max(np.abs(q[nb] - a_mat @ coef) / q[nb]), np.log(q[nb].max() / q[nb].min()))
+            fill[y, x] = -np.log(min(max(coef[0], q[nb].min()), q[nb].max()))
+    return np.where(mask, value, fill), misfit
+
+
+@pytest.mark.parametrize("cell", [4, 1])
+def test_knn_plane_fill_matches_its_definition(cell: int) -> None:
+    rng = np.random.default_rng(cell)
+    h, w = 19, 26
+    mask = rng.random((h, w)) < 0.2
+    value = np.where(mask, rng.normal(0.0, 0.5, (h, w)), 0.0).astype(np.float32)
+    expect, expect_misfit = _brute_force_fill(value, mask, cell=cell)
+    fill, misfit = knn_plane_fill(torch.from_numpy(value)[None, None], torch.from_numpy(mask)[None, None], cell=cell,
+                                  return_misfit=True)
+    np.testing.assert_allclose(fill[0, 0].numpy(), expect, atol=2e-4)
+    np.testing.assert_allclose(misfit[0, 0].numpy(), expect_misfit, atol=2e-4)
+    # the band size (memory) never changes the result
+    small = knn_plane_fill(torch.from_numpy(value)[None, None], torch.from_numpy(mask)[None, None], cell=cell, chunk=1)
+    assert torch.equal(small, fill)
+
+
+def test_a_prompt_of_more_than_1024_points_is_fully_honoured() -> None:
+    """1600 points on a 3 px lattice, 40 of them (spread over the whole index range, the last one included) set
+    far from the rest: every prompted pixel is exact, and the pixel next to each raised point follows it. A fill
+    that kept only a subset of <= 1024 points would lose most raised points (0 next to them)."""
+    h = w = 120
+    mask = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    mask[..., ::3, ::3] = True
+    value = torch.zeros(1, 1, h, w)
+    pv, pu = torch.nonzero(mask[0, 0], as_tuple=True)
+    assert pv.numel() == 1600
+    raised = torch.linspace(0, pv.numel() - 1, 40).round().long()
+    value[0, 0, pv[raised], pu[raised]] = 1.0
+    fill = knn_plane_fill(value, mask)
+    assert torch.equal(fill[mask], value[mask])
+    # (u - 1, v) of a raised point: 1 px from it, 2 px from its lattice neighbour on the other side (u = 0 -> u + 1)
+    nu = torch.where(pu[raised] > 0, pu[raised] - 1, pu[raised] + 1)
+    nxt = fill[0, 0, pv[raised], nu]
+    assert float(nxt.min()) > 0.5, nxt  # closer to the raised value than to the background
+    # and they stay local: pixels > 10 px from every raised point (their 8 nearest points are all background)
+    # keep the background value exactly
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    d2 = (yy[..., None] - pv[raised]) ** 2 + (xx[..., None] - pu[raised]) ** 2
+    far = d2.amin(-1) > 100
+    assert int(far.sum()) > 5000 and float(fill[0, 0][far].abs().max()) == 0.0
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.sampled_from([1100, 2000, 3500]))
+def test_knn_plane_fill_is_exact_on_a_plane_with_many_points(seed: int, n: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    h, w = 64, 80
+    b, c = (float(x) for x in (torch.rand(2, generator=g) - 0.5) * 0.004)
+    log_z = _plane_log_depth(h, w, 0.5, b, c)
+    idx = torch.randperm(h * w, generator=g)[:n]
+    mask = torch.zeros(1, 1, h * w, dtype=torch.bool)
+    mask[0, 0, idx] = True
+    mask = mask.view(1, 1, h, w)
+    fill, misfit = knn_plane_fill(torch.where(mask, log_z, torch.zeros_like(log_z)), mask, return_misfit=True)
+    err = (fill - log_z).abs()
+    assert torch.equal(fill[mask], log_z[mask])
+    assert float(misfit.max()) <= 1e-4  # every neighbourhood is one plane
+    assert float(err.median()) <= 1e-5
+    assert float((err > 1e-3).float().mean()) <= 0.05

@@ -239,3 +239,42 @@ def test_guided_refiner_starts_as_identity_and_is_preset_default() -> None:
     assert not torch.equal(ref(img, fill, mask, res), res)
     with pytest.raises(ConfigError):
         TeacherConfig(vit="test", prompt_reference="scalar", refine_hidden=4)
+
+
+def test_residual_bound_limits_the_correction_by_the_prompts_misfit_to_a_plane() -> None:
+    """residual_bound b: log depth - reference = B tanh(network output / B), B = misfit + b, wherever the sample
+    has a prompt; a prompt-free sample of the same batch is untouched; a planar prompt gives the reference
+    (within b)."""
+    from metricanything.models.prompt_fill import knn_plane_fill
+
+    torch.manual_seed(13)
+    free = Teacher(teacher_config("test")).eval()
+    _randomise_prompt_branch(free, seed=13)
+    gated = Teacher(teacher_config("test", residual_bound=0.01)).eval()
+    gated.load_state_dict(free.state_dict())
+    x = torch.randn(3, 3, 36, 44)
+    pd, pm = _prompt(3, 36, 44, seed=14, density=0.05)
+    pm[1] = False
+    v, u = torch.meshgrid(torch.arange(36.0), torch.arange(44.0), indexing="ij")
+    pd[2, 0] = 1.0 / (0.2 + 0.004 * u + 0.006 * v)  # sample 2: a plane (inverse depth affine in u, v)
+    with torch.no_grad():
+        a = gated.forward_with_aux(x, pd, pm, f_px=30.0)
+        u_out = free.forward_with_aux(x, pd, pm, f_px=30.0)
+    enc = encode_prompt(pd, pm)
+    fill, misfit = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5, return_misfit=True)
+    corr = a["log_depth"] - a["log_ref"].view(-1, 1, 1, 1) - fill
+    assert float(misfit[0].median()) > 0.1  # random depths: far from planar
+    bound = misfit[0] + 0.01
+    assert torch.allclose(corr[0], bound * torch.tanh(u_out["residual"][0] / bound), atol=1e-5)
+    assert bool((corr[0].abs() <= bound + 1e-6).all())
+    assert float(u_out["residual"][0].abs().max()) > 0.01 and float((corr[0] - u_out["residual"][0]).abs().max()) > 1e-3
+    assert torch.equal(a["depth"][1], u_out["depth"][1])  # no prompt: the network's output as is
+    assert float(misfit[2].max()) < 1e-4
+    rel = (a["depth"][2] / pd[2]).log().abs()
+    assert float(rel[pm[2]].max()) <= 0.01 + 1e-4  # at the prompts: the prompt itself, within b
+    assert float(corr[2].abs().max()) <= 0.01 + 1e-4  # everywhere: the planar reference, within b
+    with pytest.raises(ConfigError, match="knn_plane"):
+        teacher_config("test", prompt_reference="fill", residual_bound=0.0)
+    with pytest.raises(ConfigError, match="residual_bound"):
+        teacher_config("test", residual_bound=-0.1)
+    assert teacher_config("test").residual_bound is None  # old checkpoints (no key) keep the ungated output

@@ -5,68 +5,123 @@ its ``k`` nearest prompt points, and the plane is fitted in **inverse depth**. A
 that is affine in the pixel coordinates (for z = 1/(a u + b v + c)), so on each plane the fill is exact. On the
 procedural scenes it beats Delaunay-linear interpolation: see ``docs/design.md`` for the figures.
 
-Definition (per sample, prompt points p_i = (u_i, v_i) with relative log depth l_i; q_i = exp(-l_i)):
+Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log depth l_i; q_i = exp(-l_i)):
 
-1. Keep at most ``max_points`` points. When there are more, a fixed quasi-random subset is taken (a golden-ratio
-   sequence over the pixel index), so the result is deterministic.
-2. For each pixel x, take its k nearest points. Let r be the distance to the k-th one (at least 1 px).
-   Coordinates d_i = (p_i - x) / r; weights w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2).
+1. Candidates: the 3k points nearest to the centre of the pixel's ``cell`` x ``cell`` block. Then the pixel's k
+   nearest points among them (distance ties go to the lower pixel index). ``cell=1`` is the exact search.
+2. Let r be the distance to the k-th one (at least 1 px). Coordinates d_i = (p_i - x) / r; weights
+   w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2).
 3. Solve a weighted least-squares fit q ~ a + b du + c dv, with ridge ``ridge`` on (b, c). Cramer's rule on the
-   3 x 3 normal equations.
+   3 x 3 normal equations (in float64); if they are singular (|det| <= 1e-12 times the product of the diagonal),
+   a is the weighted mean of q and b = c = 0.
 4. The fill at x is a, clamped to [min q_i, max q_i] of the k neighbours; it is returned as -ln a. Prompted
    pixels return their own value exactly. Samples without points return 0.
+5. Optionally, the misfit at x: max_i |q_i - (a + b du_i + c dv_i)| / q_i over the k neighbours (the unclamped
+   plane), at most ln(max q_i / min q_i): how far, in relative depth, the local prompt is from being one plane
+   (0 where it is planar), never more than its own log-depth range.
 
-Neighbour search: the 3k points nearest to each 4 x 4 block centre are the candidates of the block's pixels, and
-rows are processed in chunks, so memory stays at about (rows x W x 3k) floats. No full pixel x point distance
-matrix is built.
+Every prompt point is used, at any resolution. Cost: the block candidates come from a k-d tree of the sample's
+points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), and the per-pixel step runs over bands of
+rows of at most ``chunk`` pixel x candidate entries. So memory is O(P + chunk) and time O(P log P + H W k), with
+no pixel x point distance matrix. Each sample is filled on its own (batch-independent). ``benchmarks/
+prompt_fill_scaling.py`` prints the measured seconds and memory.
 """
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-__all__ = ["KNN_K", "KNN_MAX_POINTS", "knn_plane_fill"]
+__all__ = ["KNN_K", "knn_plane_fill"]
 
 #: Neighbours per pixel (measured best of 6/8/12/16 on the held-out renders: docs/design.md).
 KNN_K = 8
-#: Most prompt points used for the fit (a fixed subset beyond that; prompted pixels stay exact).
-KNN_MAX_POINTS = 1024
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-def _select_points(mask_flat: torch.Tensor, max_points: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices B x P, valid B x P) of up to ``max_points`` prompted pixels per sample.
-
-    P is the largest point count in the batch (capped): a data-dependent size, so this runs in eager mode only.
-    """
-    b, n = mask_flat.shape
-    p = max(1, min(max_points, n, int(mask_flat.sum(dim=1).max())))
-    idx = torch.arange(n, device=mask_flat.device, dtype=torch.float64)
-    tie = torch.frac(idx * _GOLDEN).to(torch.float32)  # distinct in [0, 1): a deterministic spread subset
-    score = torch.where(mask_flat, 1.0 + tie, torch.zeros_like(tie).expand(b, n))
-    top, sel = torch.topk(score, p, dim=1)
-    return sel, top > 0
+def _block_candidates(tree: cKDTree, n_cand: int, b0: int, b1: int, w: int, h: int, cell: int) -> np.ndarray:
+    """Indices (rows b0..b1 of blocks x blocks per row x n_cand) of the points nearest to each block centre."""
+    wc = -(-w // cell)
+    cu = np.minimum(np.arange(wc, dtype=np.float64) * cell + 0.5 * (cell - 1), w - 1)
+    cv = np.minimum(np.arange(b0, b1, dtype=np.float64) * cell + 0.5 * (cell - 1), h - 1)
+    qv, qu = np.meshgrid(cv, cu, indexing="ij")
+    workers = max(1, torch.get_num_threads())
+    _, idx = tree.query(np.stack([qu.ravel(), qv.ravel()], axis=1), k=n_cand, workers=workers)
+    return np.asarray(idx, dtype=np.int64).reshape(b1 - b0, wc, n_cand)
 
 
-def _candidates(pts_u: torch.Tensor, pts_v: torch.Tensor, ok: torch.Tensor, h: int, w: int, cell: int,
-                n_cand: int) -> torch.Tensor:
-    """Indices (B x h x w x n_cand) of the points nearest to each pixel's ``cell`` x ``cell`` block centre.
-
-    The exact k nearest of a pixel are then searched among its block's candidates only: with n_cand = 3k and
-    blocks smaller than the point spacing they almost always include them (the fill is a local fit, so a rare
-    miss changes it little), at a fraction of the cost of a full pixel x point distance matrix.
-    """
-    hc, wc = -(-h // cell), -(-w // cell)
-    cu = (torch.arange(wc, device=pts_u.device, dtype=torch.float32) * cell + 0.5 * (cell - 1)).clamp(max=w - 1)
-    cv = (torch.arange(hc, device=pts_u.device, dtype=torch.float32) * cell + 0.5 * (cell - 1)).clamp(max=h - 1)
-    du = pts_u[:, None, None, :] - cu[None, None, :, None]
-    dv = pts_v[:, None, None, :] - cv[None, :, None, None]
-    d2 = torch.where(ok[:, None, None, :], du * du + dv * dv, torch.full_like(du, 1e12))
-    idx = torch.topk(d2, min(n_cand, d2.shape[-1]), dim=-1, largest=False).indices  # B x hc x wc x n
-    idx = idx.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)
-    return idx[:, :h, :w]
+def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, ridge: float, cell: int,
+              chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fill, misfit), both H x W, of one sample; ``value``/``mask`` are H x W."""
+    h, w = value.shape
+    dev = value.device
+    pix = torch.nonzero(mask.reshape(-1)).squeeze(1)  # ascending pixel index = the tie-break order
+    n_pts = int(pix.numel())
+    if n_pts == 0:
+        zero = torch.zeros(h, w, device=dev, dtype=torch.float32)
+        return zero, zero
+    pts_u, pts_v = (pix % w).to(torch.int32), torch.div(pix, w, rounding_mode="floor").to(torch.int32)
+    q_pts = torch.exp(-value.reshape(-1)[pix].float())
+    kk = min(k, n_pts)
+    n_cand = min(3 * kk, n_pts)
+    tree = cKDTree(torch.stack([pts_u, pts_v], dim=1).cpu().numpy().astype(np.float64))
+    # exact integer distances + the point's rank in a single int64 key: ties go to the lower pixel index
+    shift = max(1, n_pts.bit_length())
+    if h * h + w * w >= 2**31 or (h * h + w * w).bit_length() + shift > 62:
+        raise ValueError(f"knn_plane_fill: image {h}x{w} with {n_pts} prompt points is too large for integer keys")
+    out = torch.empty(h, w, device=dev, dtype=torch.float32)
+    misfit = torch.empty(h, w, device=dev, dtype=torch.float32)
+    wc = -(-w // cell)
+    # pixel (u, v) = block (bu, bv) * cell + (ou, ov): distances broadcast over the cell x cell pixels of each block
+    gu = (torch.arange(wc, device=dev, dtype=torch.int32)[:, None] * cell
+          + torch.arange(cell, device=dev, dtype=torch.int32)).view(1, 1, wc, cell, 1)
+    step = max(cell, (max(1, chunk // (w * 3 * k)) // cell) * cell)  # rows per band, a multiple of cell
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        b0, b1 = r0 // cell, -(-r1 // cell)
+        cand = torch.from_numpy(_block_candidates(tree, n_cand, b0, b1, w, h, cell)).to(dev)  # hb x wc x C
+        hb = b1 - b0
+        cand = cand.view(hb, 1, wc, 1, n_cand)
+        gv = torch.arange(b0 * cell, b1 * cell, device=dev, dtype=torch.int32).view(hb, cell, 1, 1, 1)
+        du = pts_u[cand] - gu  # hb x 1 x wc x cell x C
+        dv = pts_v[cand] - gv  # hb x cell x wc x 1 x C
+        key = (du.square() + dv.square()).long().bitwise_left_shift_(shift).bitwise_or_(cand)
+        ik = torch.topk(key, kk, dim=-1, largest=False).indices  # hb x cell x wc x cell x k
+        del key
+        nb = torch.gather(cand.expand(hb, cell, wc, cell, n_cand), -1, ik)
+        x = (pts_u[nb] - gu).float()
+        y = (pts_v[nb] - gv).float()
+        q = q_pts[nb]
+        dk = x * x + y * y
+        r2 = dk.amax(-1, keepdim=True).clamp_min(1.0)  # k-th distance, squared
+        scale = torch.sqrt(r2)
+        x, y = x / scale, y / scale
+        wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
+        # weighted sums per pixel; the 3 x 3 solve in float64 (its determinant cancels badly in float32)
+        s0, sx, sy = (t.sum(-1).double() for t in (wgt, wgt * x, wgt * y))
+        sxx, sxy, syy = (t.sum(-1).double() for t in (wgt * x * x, wgt * x * y, wgt * y * y))
+        sxx, syy = sxx + ridge, syy + ridge
+        t0, tx, ty = (t.sum(-1).double() for t in (wgt * q, wgt * x * q, wgt * y * q))
+        # Cramer's rule, M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]: coefficient j = det(M with column j
+        # replaced by t) / det(M); singular (relative to the diagonal, Hadamard's bound) -> the weighted mean
+        det = s0 * (sxx * syy - sxy * sxy) - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
+        safe = det.abs() > 1e-12 * s0 * sxx * syy
+        dsafe = torch.where(safe, det, torch.ones_like(det))
+        ca = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
+        cb = s0 * (tx * syy - sxy * ty) - t0 * (sx * syy - sxy * sy) + sy * (sx * ty - tx * sy)
+        cc = s0 * (sxx * ty - tx * sxy) - sx * (sx * ty - tx * sy) + t0 * (sx * sxy - sxx * sy)
+        a = torch.where(safe, ca / dsafe, t0 / s0.clamp_min(1e-12)).float()
+        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb)).float()
+        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc)).float()
+        qmin, qmax = q.amin(-1), q.amax(-1)
+        # misfit: the neighbours' largest relative distance from the (unclamped) plane, at most their log range
+        plane = a[..., None] + cb[..., None] * x + cc[..., None] * y
+        mis = torch.minimum(((q - plane).abs() / q).amax(-1), torch.log(qmax / qmin))
+        a = torch.minimum(torch.maximum(a, qmin), qmax)
+        band = slice(0, r1 - r0), slice(0, w)  # drop the padding of partial blocks
+        out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).reshape(hb * cell, wc * cell)[band]
+        misfit[r0:r1] = mis.reshape(hb * cell, wc * cell)[band]
+    return out, misfit
 
 
 @torch.no_grad()
@@ -76,64 +131,27 @@ def knn_plane_fill(
     k: int = KNN_K,
     power: float = 4.0,
     ridge: float = 1e-4,
-    max_points: int = KNN_MAX_POINTS,
     cell: int = 4,
-    chunk_rows: int = 64,
-) -> torch.Tensor:
+    chunk: int = 1 << 20,
+    return_misfit: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Dense relative log depth (B x 1 x H x W) from a sparse one (``value`` where ``mask``); see the module doc.
 
-    Neighbour search: candidates per ``cell`` x ``cell`` block (3k nearest to the block centre), then the k
-    nearest of each pixel among them; ``cell=1`` is the exact search.
+    Uses every prompt point. ``cell`` is the block size of the candidate search (1 = exact k nearest);
+    ``chunk`` bounds the pixel x candidate entries held at once (memory only, not the result).
+    With ``return_misfit`` also returns the misfit (B x 1 x H x W, step 5 of the module doc; 0 for samples
+    without points): how far the pixel's k nearest prompt points are from one plane in inverse depth.
     """
-    b, _, h, w = value.shape
-    dev = value.device
-    value = value.float()
+    if value.ndim != 4 or value.shape[1] != 1 or mask.shape != value.shape:
+        raise ValueError(f"knn_plane_fill needs B x 1 x H x W value and mask, got {tuple(value.shape)}, "
+                         f"{tuple(mask.shape)}")
+    if k < 1 or cell < 1 or chunk < 1:
+        raise ValueError(f"knn_plane_fill needs k, cell, chunk >= 1, got {k}, {cell}, {chunk}")
     mask = mask.to(torch.bool)
-    n = h * w
-    sel, ok = _select_points(mask.reshape(b, n), max_points)  # B x P
-    pts_u = (sel % w).to(torch.float32)
-    pts_v = torch.div(sel, w, rounding_mode="floor").to(torch.float32)
-    # relative inverse depth of the selected points (padding entries of sparser samples are never read)
-    q_pts = torch.where(ok, torch.exp(-torch.gather(value.reshape(b, n), 1, sel)), torch.ones_like(ok, dtype=value.dtype))
-    kk = min(k, sel.shape[1])
-    out = torch.empty(b, h, w, device=dev, dtype=torch.float32)
-    gu = torch.arange(w, device=dev, dtype=torch.float32)
-    big = 1e12
-    step = max(cell, (chunk_rows // cell) * cell)
-    for r0 in range(0, h, step):
-        r1 = min(h, r0 + step)
-        # candidates for the blocks of rows r0..r1 (block centres relative to the chunk: shift the points)
-        cand = _candidates(pts_u, pts_v - r0, ok, r1 - r0, w, cell, 3 * kk if cell > 1 else sel.shape[1])
-        flat = cand.reshape(b, -1)  # B x (rows * w * n)
-        cu = torch.gather(pts_u, 1, flat).view_as(cand)
-        cv = torch.gather(pts_v, 1, flat).view_as(cand)
-        cok = torch.gather(ok, 1, flat).view_as(cand)
-        cq = torch.gather(q_pts, 1, flat).view_as(cand)
-        pv = torch.arange(r0, r1, device=dev, dtype=torch.float32)
-        du = cu - gu[None, None, :, None]
-        dv = cv - pv[None, :, None, None]
-        d2 = torch.where(cok, du * du + dv * dv, torch.full_like(du, big))
-        dk, ik = torch.topk(d2, kk, dim=-1, largest=False)  # B x rows x w x k
-        nb_ok = dk < big
-        r2 = torch.where(nb_ok, dk, torch.zeros_like(dk)).amax(-1, keepdim=True).clamp_min(1.0)  # k-th valid
-        scale = torch.sqrt(r2)
-        x = torch.gather(du, -1, ik) / scale
-        y = torch.gather(dv, -1, ik) / scale
-        q = torch.gather(cq, -1, ik)
-        wgt = torch.where(nb_ok, (dk / r2 + 1e-3) ** (-0.5 * power), torch.zeros_like(dk))
-        s0, sx, sy = wgt.sum(-1), (wgt * x).sum(-1), (wgt * y).sum(-1)
-        sxx, sxy, syy = (wgt * x * x).sum(-1) + ridge, (wgt * x * y).sum(-1), (wgt * y * y).sum(-1) + ridge
-        t0, tx, ty = (wgt * q).sum(-1), (wgt * x * q).sum(-1), (wgt * y * q).sum(-1)
-        # a = det(M with first column replaced by t) / det(M), M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]
-        det = s0 * (sxx * syy - sxy * sxy) - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
-        num = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
-        safe = det.abs() > 1e-12
-        a = torch.where(safe, num / torch.where(safe, det, torch.ones_like(det)), t0 / s0.clamp_min(1e-12))
-        qmin = torch.where(nb_ok, q, torch.full_like(q, float("inf"))).amin(-1)
-        qmax = torch.where(nb_ok, q, torch.zeros_like(q)).amax(-1)
-        a = torch.minimum(torch.maximum(a, qmin), qmax)
-        out[:, r0:r1] = -torch.log(a.clamp_min(1e-12))
-    out = out.reshape(b, 1, h, w)
-    has = mask.reshape(b, -1).any(dim=1).view(b, 1, 1, 1)
-    out = torch.where(has, out, torch.zeros_like(out))
-    return torch.where(mask, value, out)
+    if value.shape[0] == 0:
+        empty = torch.zeros(value.shape, device=value.device, dtype=torch.float32)
+        return (empty, empty.clone()) if return_misfit else empty
+    fills, misfits = zip(*(_fill_one(value[i, 0], mask[i, 0], k, power, ridge, cell, chunk)
+                           for i in range(value.shape[0])), strict=True)
+    out = torch.where(mask, value.float(), torch.stack(fills)[:, None])
+    return (out, torch.stack(misfits)[:, None]) if return_misfit else out

@@ -5,7 +5,12 @@ Output parameterisation (see ``docs/design.md``)::
     enc = encode_prompt(prompt_depth, prompt_mask)          # [m (ln z - ln s), m], ln s = ln median prompt depth
     r   = enc.log_scale            where the sample has prompt points
         = ln(f_px / W)             otherwise (canonical inverse depth: depth = f / (W C), so the net gives -ln C)
-    depth = exp(r + head(image, enc.features))              # metres, > 0 by construction
+    F   = dense reference fill of the prompt (prompt_reference "knn_plane" / "fill"; 0 for "scalar" or no prompt)
+    o   = head(image, enc.features)
+    res = B tanh(o / B)            with residual_bound b and a prompt: B = misfit + b (misfit: how far the
+                                   pixel's k nearest prompt points are from one plane, in relative depth)
+        = o                        otherwise
+    depth = exp(r + F + res)                                # metres, > 0 by construction
 
 The network sees the prompt only through the encoded features, so values under ``mask = 0`` never matter.
 Any input size works: the image is resized (aspect kept) so that its long side is ``cfg.image_size``, padded at
@@ -60,6 +65,12 @@ class TeacherConfig:
             so the decoder sees the reference it corrects (needs a dense reference: ``"fill"`` or ``"knn_plane"``).
         refine_hidden: width of the full-resolution :class:`~metricanything.models.dpt.GuidedRefiner` applied
             to the decoder's residual (0 = none; needs a dense reference).
+        residual_bound: ``None``: the network's output is the residual. A value ``b >= 0`` (needs
+            ``"knn_plane"``) bounds it where the sample has prompt points: ``residual = B tanh(output / B)``
+            with ``B = misfit + b``, ``misfit`` the largest relative distance of the pixel's k nearest prompt points
+            from their fitted plane. So ``|residual| <= B``: where the prompt is locally one plane (where the
+            reference is exact) the output stays at the reference (within ``b``); near a depth edge or a curved
+            surface the network may move it by up to the prompt's own disagreement with the plane.
         name: preset name, informational.
     """
 
@@ -75,6 +86,7 @@ class TeacherConfig:
     prompt_reference: str = "scalar"
     prompt_fill_channel: bool = False
     refine_hidden: int = 0
+    residual_bound: float | None = None
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -84,6 +96,12 @@ class TeacherConfig:
             )
         if (self.prompt_fill_channel or self.refine_hidden) and self.prompt_reference == "scalar":
             raise ConfigError("prompt_fill_channel / refine_hidden need a dense prompt_reference ('fill' or 'knn_plane')")
+        if self.residual_bound is not None:
+            if self.prompt_reference != "knn_plane":
+                raise ConfigError("residual_bound needs prompt_reference='knn_plane' (the misfit of its planes)")
+            if not math.isfinite(float(self.residual_bound)) or float(self.residual_bound) < 0:
+                raise ConfigError(f"TeacherConfig.residual_bound must be None or >= 0, got {self.residual_bound}")
+            self.residual_bound = float(self.residual_bound)
         if self.refine_hidden < 0:
             raise ConfigError(f"TeacherConfig.refine_hidden must be >= 0, got {self.refine_hidden}")
         if len(self.hook_indices) != 4:
@@ -162,6 +180,14 @@ def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.
     if kind == "knn_plane":
         return knn_plane_fill(value, mask)
     raise ConfigError(f"no dense reference for prompt_reference={kind!r}")
+
+
+def bound_residual(output: torch.Tensor, misfit: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
+    """``B tanh(output / B)``, ``B = misfit + floor``, for samples with a prompt; ``output`` otherwise.
+
+    Small corrections pass unchanged, large ones saturate at ``B`` (``residual_bound``)."""
+    bound = (misfit + floor).clamp_min(1e-6)
+    return torch.where(has_prompt.view(-1, 1, 1, 1), bound * torch.tanh(output / bound), output)
 
 
 def network_size(height: int, width: int, image_size: int | None, patch: int) -> tuple[int, int, int, int]:
@@ -279,9 +305,13 @@ class Teacher(nn.Module):
         x = F.pad(x, (0, wp - ws, 0, hp - hs))
         cfg = self.config
         fill = None  # dense reference fill of the encoded prompt at input resolution (0 without prompt points)
+        misfit = None  # how far each pixel's nearest prompt points are from one plane (residual_bound only)
         if cfg.prompt_reference != "scalar" and encoded is not None:
             feats_in = encoded.features.to(image.device, torch.float32)
-            fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
+            if cfg.residual_bound is not None:
+                fill, misfit = knn_plane_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5, return_misfit=True)
+            else:
+                fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
         # prompt channels at network resolution, padded: value, mask (masked-pooled) [, fill (area-pooled)]
         net_prompt = torch.zeros(b, PROMPT_CHANNELS, hp, wp, device=image.device, dtype=x.dtype)
         if encoded is not None:
@@ -300,6 +330,8 @@ class Teacher(nn.Module):
         residual = residual[..., :hs, :ws].float()
         if (hs, ws) != (h, w):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
+        if misfit is not None:
+            residual = bound_residual(residual, misfit, cfg.residual_bound, has_prompt)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
         if fill is not None:
             log_depth = log_depth + fill
