@@ -142,3 +142,20 @@ def test_depth_visualisation_png_shows_the_depth_pixel_for_pixel_with_an_unclipp
 def test_stand_alone_colour_bar_is_unclipped(tmp_path):
     img = read_image(save_depth_colorbar(tmp_path / "bar.png", 1.3, 17.0, width_px=500))
     assert 480 <= img.shape[1] <= 600 and _margin_is_blank(img)
+
+
+def test_training_panel_has_a_metric_legend_strip():
+    """The panel ends with a legend: the depth bar (near = the LUT's warm end on the left) under prediction | GT."""
+    from metricanything.train.panels import make_panel
+    from metricanything.vis import DEPTH_LUT, ERROR_LUT, legend_height
+
+    h, w = 48, 64
+    gt = np.linspace(1.0, 4.0, h * w, dtype=np.float32).reshape(h, w)
+    panel = make_panel(np.zeros((h, w, 3), np.uint8), None, gt, gt, np.ones((h, w), bool))
+    assert panel.shape == (h + legend_height(w), 5 * w, 3)
+    strip = panel[h:]
+    bar_row = strip[4]  # inside the bar (pad 3, bar >= 6 px)
+    np.testing.assert_array_equal(bar_row[2 * w + 2], DEPTH_LUT[255])  # the bar's first pixel: the near end
+    np.testing.assert_array_equal(bar_row[4 * w - 3], DEPTH_LUT[0])  # its last pixel: the far end
+    np.testing.assert_array_equal(bar_row[4 * w + 2], ERROR_LUT[0])  # the error bar starts at 0
+    assert (strip[-4:, 2 * w: 4 * w] < 128).any()  # tick labels drawn under the bar

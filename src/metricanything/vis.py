@@ -132,6 +132,50 @@ def colour_stops(n: int = 16) -> list[str]:
     return ["#" + "".join(f"{c:02x}" for c in DEPTH_LUT[round(255 * (1 - i / (n - 1)))]) for i in range(n)]
 
 
+_LEGEND_FONT, _LEGEND_SCALE, _LEGEND_PAD = cv2.FONT_HERSHEY_SIMPLEX, 0.35, 3
+
+
+def legend_height(col: int) -> int:
+    """Height in pixels of :func:`legend_strip` under tiles ``col`` pixels wide."""
+    text_h = cv2.getTextSize("0", _LEGEND_FONT, _LEGEND_SCALE, 1)[0][1]
+    return 3 * _LEGEND_PAD + max(6, col // 12) + text_h
+
+
+def legend_strip(width: int, col: int, lo: float, hi: float, max_rel_error: float) -> np.ndarray:
+    """uint8 RGB strip drawn under a training panel of five ``col``-wide tiles (RGB | prompt | prediction | GT |
+    error), ``width`` = 5 ``col``: the depth colour bar in metres (log scale, :func:`depth_ticks`) under the
+    prediction and GT tiles, the error bar (0 .. ``max_rel_error``) under the error tile, titles on the left.
+    Drawn with OpenCV so the training loop needs no matplotlib."""
+    font, scale, thick, pad = _LEGEND_FONT, _LEGEND_SCALE, 1, _LEGEND_PAD
+    bar_h, height = max(6, col // 12), legend_height(col)
+    strip = np.full((height, width, 3), 255, np.uint8)
+
+    def bar(x0: int, x1: int, lut: np.ndarray, reverse: bool) -> None:
+        t = np.linspace(0.0, 1.0, x1 - x0)
+        idx = np.rint(255 * ((1.0 - t) if reverse else t)).astype(np.int64)
+        strip[pad:pad + bar_h, x0:x1] = lut[idx][None]
+
+    def label(text: str, x: int, x_min: int, x_max: int) -> None:
+        w = cv2.getTextSize(text, font, scale, thick)[0][0]
+        x = int(min(max(x - w / 2, x_min), x_max - w))
+        cv2.putText(strip, text, (x, height - pad), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+    x0, x1 = 2 * col + 2, 4 * col - 2  # under prediction | GT: near (red) on the left, like depth_colorbar
+    bar(x0, x1, DEPTH_LUT, reverse=True)
+    gap = min(0.45, max(0.07, 3.2 * cv2.getTextSize("00.0", font, scale, thick)[0][0] / max(x1 - x0, 1)))
+    for _, text, pos in depth_ticks(lo, hi, min_gap=gap):
+        label(text, round(x0 + pos * (x1 - x0)), x0, x1)
+    e0, e1 = 4 * col + 2, 5 * col - 2
+    bar(e0, e1, ERROR_LUT, reverse=False)
+    label("0", e0, e0, e1)
+    label(f"{100 * max_rel_error:.0f}%", e1, e0, e1)
+    title = "depth (m), log scale"
+    if cv2.getTextSize(title, font, scale, thick)[0][0] > 2 * col - 4:
+        title = "depth (m)"
+    cv2.putText(strip, title, (2, height - pad), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return strip
+
+
 # ---------------------------------------------------------------------------------------------- figures
 def pyplot() -> Any:
     """``matplotlib.pyplot`` with the file-only Agg backend (imported on first use, see the module docstring)."""

@@ -31,6 +31,7 @@ from metricanything.vis import (
     colorize_depth,
     depth_colorbar,
     depth_limits,
+    legend_height,
     pyplot,
     save_figure,
     spread_points,
@@ -365,11 +366,13 @@ def _loss_sentences(t: Mapping[str, float] | None, steps: Any, batch: Any) -> st
 
 
 def flat_tile(path: Path, tile: int, tiles: int = 5, max_std: float = 3.0) -> bool:
-    """Whether tile ``tile`` of a training panel PNG (``tiles`` side by side) is one flat colour."""
+    """Whether tile ``tile`` of a training panel PNG (``tiles`` side by side, over its legend strip) is one flat
+    colour."""
     from metricanything.depth_io import read_image  # noqa: PLC0415
 
     img = read_image(path).astype(float)
     w = img.shape[1] // tiles
+    img = img[: max(1, img.shape[0] - legend_height(w))]
     return bool(img[:, tile * w:(tile + 1) * w].reshape(-1, 3).std(axis=0).max() <= max_std)
 
 
@@ -452,9 +455,9 @@ def _training(key: str, title: str, info: Mapping[str, Any], what: str, figures:
     panels = sorted((run / "panels").glob("step_*.png"))
     if panels:
         sentences.append("The panel shows one held-out image: RGB | prompt points | prediction | GT | |error|/GT; its "
-                         "depth colours span that image's GT (2–98th percentile, log scale, near = warm; the training "
-                         "loop records no metres, the evaluation panels in section 5 have colour bars); the error is "
-                         "black at 0 and pale yellow at 50% or more.")  # fmt: skip
+                         "depth colours span that image's GT (2–98th percentile, log scale, near = warm; the strip "
+                         "under the panel is its colour bar in metres); the error is black at 0 and pale yellow at "
+                         "50% or more.")  # fmt: skip
         if flat_tile(panels[-1], 2):
             sentences.append("<b>Its prediction is one flat colour</b>: the model predicts about the same depth everywhere.")
     parts = [f"<p>{what}</p>", explain(*sentences), kv_table(rows)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metricanything.vis import colorize_depth, colorize_error, depth_limits, spread_points
+from metricanything.vis import colorize_depth, colorize_error, depth_limits, legend_strip, spread_points
 
 
 def _to_np(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -22,8 +22,9 @@ def make_panel(
     valid: torch.Tensor | np.ndarray,
     max_rel_error: float = 0.5,
 ) -> np.ndarray:
-    """One row, uint8 H x 5W x 3: RGB | prompt points (the GT depth there, grown to be visible) | prediction |
-    GT | absolute relative error (0 -> black, ``max_rel_error`` and above -> pale yellow). Depth colours:
+    """uint8 (H + legend) x 5W x 3: RGB | prompt points (the GT depth there, grown to be visible) | prediction |
+    GT | absolute relative error (0 -> black, ``max_rel_error`` and above -> pale yellow), over a legend strip
+    (:func:`metricanything.vis.legend_strip`: the depth colour bar in metres, the error bar). Depth colours:
     :func:`metricanything.vis.colorize_depth` on the GT's range."""
     img = _to_np(image)
     if img.ndim == 3 and img.shape[0] == 3:
@@ -40,5 +41,6 @@ def make_panel(
         prompt_rgb = colorize_depth(*spread_points(gt, m), lo, hi)
     err = np.abs(pred - gt) / np.maximum(gt, 1e-9)
     err_rgb = colorize_error(err, valid & pred_valid, max_rel_error)
-    return np.concatenate([img, prompt_rgb, colorize_depth(pred, pred_valid, lo, hi), colorize_depth(gt, valid, lo, hi),
-                           err_rgb], axis=1)  # fmt: skip
+    row = np.concatenate([img, prompt_rgb, colorize_depth(pred, pred_valid, lo, hi), colorize_depth(gt, valid, lo, hi),
+                          err_rgb], axis=1)  # fmt: skip
+    return np.concatenate([row, legend_strip(row.shape[1], img.shape[1], lo, hi, max_rel_error)], axis=0)
