@@ -381,8 +381,11 @@ def test_shipped_examples_are_what_the_generator_renders(tmp_path) -> None:
         assert image.shape == (spec.size[1], spec.size[0], 3) and K.size == spec.size
         assert "Apache-2.0" in e["licence"]
     spec = next(s for s in EXAMPLES if s.prompt_points)
-    sample = render_example(spec)  # deterministic per seed: the shipped files are exactly this render
-    np.testing.assert_array_equal(read_image(examples_dir() / f"{spec.id}.png"), sample.image)
+    sample = render_example(spec)  # deterministic per seed: the shipped files are this render
+    # float rounding of the renderer differs between CPUs (SIMD width, libm): allow 1 LSB on <= 0.5 % of values
+    shipped = read_image(examples_dir() / f"{spec.id}.png").astype(np.int16)
+    diff = np.abs(shipped - sample.image.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.005, (diff.max(), (diff > 0).mean())
     assert read_intrinsics_json(examples_dir() / f"{spec.id}.json").isclose(sample.intrinsics, atol=1e-9)
     rows = np.loadtxt(examples_dir() / entries[spec.id]["prompt"], delimiter=",", skiprows=1)
     np.testing.assert_array_equal(rows, prompt_points_for(sample, spec.prompt_points, spec.seed))
