@@ -122,6 +122,21 @@ def torch_primitives(
     }
 
 
+def _slab_hit(slabs: list[tuple[torch.Tensor, ...]], eps: float, inf: torch.Tensor) -> torch.Tensor:
+    """Slab test of rays against boxes, per axis ``(lower bound, upper bound, ray origin, ray direction)`` in the
+    box frame: the first ``t > eps`` on a box (entry, or exit for a ray starting inside), ``inf`` on a miss."""
+    tmin, tfar = None, None
+    for lo, hi, oc, dc in slabs:
+        inv = 1.0 / dc
+        ta = (lo - oc) * inv
+        tb = (hi - oc) * inv
+        near, far = torch.minimum(ta, tb), torch.maximum(ta, tb)
+        tmin = near if tmin is None else torch.maximum(tmin, near)
+        tfar = far if tfar is None else torch.minimum(tfar, far)
+    hit = (tfar >= tmin) & (tfar > eps)
+    return torch.where(hit, torch.where(tmin > eps, tmin, tfar), inf)
+
+
 def intersect(o: torch.Tensor, d: torch.Tensor, P: dict[str, torch.Tensor],
                tmax: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """First hit of rays ``o + t d`` (o: N x 3 or 1 x 3, d: N x 3): ``(t, primitive index)``, inf / -1 on a miss.
@@ -154,32 +169,16 @@ def intersect(o: torch.Tensor, d: torch.Tensor, P: dict[str, torch.Tensor],
     # axis-aligned boxes: slab test with one reciprocal per ray
     if len(P["abox_lo"]):
         lo, hi = P["abox_lo"], P["abox_hi"]
-        tmin, tfar = None, None
-        for ax, oc, dc in ((0, ox, dx), (1, oy, dy), (2, oz, dz)):
-            inv = 1.0 / dc
-            ta = (lo[:, ax] - oc) * inv
-            tb = (hi[:, ax] - oc) * inv
-            near, far = torch.minimum(ta, tb), torch.maximum(ta, tb)
-            tmin = near if tmin is None else torch.maximum(tmin, near)
-            tfar = far if tfar is None else torch.minimum(tfar, far)
-        hit = (tfar >= tmin) & (tfar > eps)
-        ts.append(torch.where(hit, torch.where(tmin > eps, tmin, tfar), inf))
+        axes = ((0, ox, dx), (1, oy, dy), (2, oz, dz))
+        ts.append(_slab_hit([(lo[:, ax], hi[:, ax], oc, dc) for ax, oc, dc in axes], eps, inf))
     # boxes with yaw: rotate rays into the box frame, slab test
     if len(P["rbox_h"]):
         c, h, cs, sn = P["rbox_c"], P["rbox_h"], P["rbox_cos"], P["rbox_sin"]
         qx, qy, qz = ox - c[:, 0], oy - c[:, 1], oz - c[:, 2]
         lox, loy = cs * qx + sn * qy, cs * qy - sn * qx
         ldx, ldy = cs * dx + sn * dy, cs * dy - sn * dx
-        tmin, tfar = None, None
-        for lo_, ld, hh in ((lox, ldx, h[:, 0]), (loy, ldy, h[:, 1]), (qz, dz, h[:, 2])):
-            inv = 1.0 / ld
-            ta = (-hh - lo_) * inv
-            tb = (hh - lo_) * inv
-            near, far = torch.minimum(ta, tb), torch.maximum(ta, tb)
-            tmin = near if tmin is None else torch.maximum(tmin, near)
-            tfar = far if tfar is None else torch.minimum(tfar, far)
-        hit = (tfar >= tmin) & (tfar > eps)
-        ts.append(torch.where(hit, torch.where(tmin > eps, tmin, tfar), inf))
+        local = ((lox, ldx, h[:, 0]), (loy, ldy, h[:, 1]), (qz, dz, h[:, 2]))
+        ts.append(_slab_hit([(-hh, hh, lo_, ld) for lo_, ld, hh in local], eps, inf))
     # vertical capped cylinders
     if len(P["cyl_r"]):
         c, r, hgt = P["cyl_c"], P["cyl_r"], P["cyl_h"]
