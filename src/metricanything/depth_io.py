@@ -41,6 +41,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 from metricanything.atomic import atomic_open, atomic_path, write_text_atomic  # noqa: E402
 from metricanything.camera import Intrinsics  # noqa: E402
 from metricanything.errors import InputFileError, InvalidInputError  # noqa: E402
+from metricanything.metrics import checked_valid  # noqa: E402
 
 PathLike = str | os.PathLike
 
@@ -81,18 +82,7 @@ def _as_depth_and_valid(depth: np.ndarray, valid: np.ndarray | None, what: str) 
     if not np.issubdtype(depth.dtype, np.floating) and not np.issubdtype(depth.dtype, np.integer):
         raise InvalidInputError(f"{what}: depth must be numeric, got dtype {depth.dtype}")
     depth = depth.astype(np.float32, copy=False)
-    finite_pos = np.isfinite(depth) & (depth > 0)
-    if valid is None:
-        valid = finite_pos
-    else:
-        valid = np.asarray(valid)
-        if valid.shape != depth.shape:
-            raise InvalidInputError(f"{what}: valid mask shape {valid.shape} differs from depth shape {depth.shape}")
-        valid = valid.astype(bool)
-        bad = int(np.count_nonzero(valid & ~finite_pos))
-        if bad:
-            raise InvalidInputError(f"{what}: {bad} pixels are marked valid but their depth is not finite and > 0")
-    return depth, valid
+    return depth, checked_valid(depth, valid, where=f"{what}: ")
 
 
 def _valid_from_depth(depth: np.ndarray) -> np.ndarray:

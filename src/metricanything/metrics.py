@@ -224,6 +224,23 @@ def _parse_bins(bins: Sequence[float] | None) -> list[tuple[str, float, float]]:
     return [(f"{lo:g}-{hi:g}m", lo, hi) for lo, hi in zip(edges, edges[1:], strict=False)]
 
 
+def checked_valid(depth: np.ndarray, valid: np.ndarray | None, name: str = "depth", where: str = "") -> np.ndarray:
+    """The explicit validity mask of ``depth``: where it is finite and > 0 when ``valid`` is None, else ``valid``
+    as bool after checking that it has the depth's shape and marks only finite, positive depth. ``name`` (what the
+    depth is) and ``where`` (a prefix such as a file name) go into the error messages."""
+    finite_pos = np.isfinite(depth) & (depth > 0)
+    if valid is None:
+        return finite_pos
+    mask = np.asarray(valid)
+    if mask.shape != depth.shape:
+        raise InvalidInputError(f"{where}valid mask shape {mask.shape} differs from {name} shape {depth.shape}")
+    mask = mask.astype(bool)
+    bad = int(np.count_nonzero(mask & ~finite_pos))
+    if bad:
+        raise InvalidInputError(f"{where}{bad} {name} pixels are marked valid but are not finite and > 0")
+    return mask
+
+
 class _Prepared:
     """Aligned, checked, masked 1-D prediction/GT of one image plus bookkeeping."""
 
@@ -251,17 +268,7 @@ def _prepare(
     if pred.shape != gt.shape:
         raise InvalidInputError(f"prediction shape {pred.shape} differs from ground-truth shape {gt.shape}")
     gt64 = gt.astype(np.float64)
-    gt_ok = np.isfinite(gt64) & (gt64 > 0)
-    if valid is None:
-        mask = gt_ok
-    else:
-        mask = np.asarray(valid)
-        if mask.shape != gt.shape:
-            raise InvalidInputError(f"valid mask shape {mask.shape} differs from ground-truth shape {gt.shape}")
-        mask = mask.astype(bool)
-        bad = int(np.count_nonzero(mask & ~gt_ok))
-        if bad:
-            raise InvalidInputError(f"{bad} ground-truth pixels are marked valid but are not finite and > 0")
+    mask = checked_valid(gt64, valid, "ground-truth")
     if min_depth is not None:
         mask = mask & (gt64 >= min_depth)
     if max_depth is not None:

@@ -10,6 +10,9 @@ loop needs to continue as if it had never stopped:
 * ``rng``: one entry per rank with the python / numpy / torch (CPU and CUDA) generator states;
 * ``config_json`` (the resolved config as a JSON string, informational), ``world_size``, ``format_version``.
 
+:func:`model_state` / :func:`optim_state` (and their ``load_*`` counterparts) read and write the model and
+optimiser state in that full form, also when the model is sharded with FSDP.
+
 Everything in it is plain data (tensors, numbers, strings, lists, tuples, dicts; the generator states
 too, see :func:`capture_rng_state`), so it is read with ``torch.load(weights_only=True)``: a crafted
 ``step_*.pt`` that pickles code is refused before any of it runs.
@@ -17,14 +20,17 @@ too, see :func:`capture_rng_state`), so it is read with ``torch.load(weights_onl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from metricanything.atomic import atomic_path, clean_stale_temps
 from metricanything.errors import CheckpointError
@@ -147,3 +153,56 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- model / optimiser state
+# ``fsdp`` below is "the model is wrapped in FSDP" (a distributed run with ``train.fsdp``): its state dicts are
+# then gathered to the full (unsharded) form, so a checkpoint does not depend on the number of ranks.
+@contextlib.contextmanager
+def full_state_dict(model: nn.Module, fsdp: bool) -> Iterator[None]:
+    """Inside: ``model.state_dict()`` is the full (unsharded) state, also under FSDP."""
+    if fsdp:
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=False)):
+            yield
+    else:
+        yield
+
+
+def model_state(model: nn.Module, raw: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
+    """CPU copy of the weights: from the FSDP wrapper ``model`` (gathered) or else the bare module ``raw``."""
+    if fsdp:
+        with full_state_dict(model, fsdp):
+            return {k: v.cpu() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
+
+
+def load_model_state(model: nn.Module, raw: nn.Module, state: dict[str, torch.Tensor], fsdp: bool) -> None:
+    """Load a :func:`model_state` dict into the FSDP wrapper ``model`` or else the bare module ``raw``."""
+    if fsdp:
+        with full_state_dict(model, fsdp):
+            model.load_state_dict(state)
+    else:
+        raw.load_state_dict(state)
+
+
+def optim_state(model: nn.Module, opt: torch.optim.Optimizer, fsdp: bool) -> dict[str, Any]:
+    """The optimiser's state dict (full, not sharded, under FSDP)."""
+    if fsdp:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with full_state_dict(model, fsdp):
+            return FSDP.optim_state_dict(model, opt)
+    return opt.state_dict()
+
+
+def load_optim_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any], fsdp: bool) -> None:
+    """Load an :func:`optim_state` dict (re-sharded for this rank under FSDP)."""
+    if fsdp:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with full_state_dict(model, fsdp):
+            state = FSDP.optim_state_dict_to_load(model, opt, state)
+    opt.load_state_dict(state)

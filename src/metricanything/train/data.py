@@ -22,7 +22,8 @@ from metricanything.data.sources import DataFaults
 
 if TYPE_CHECKING:
     from metricanything.train.config import TrainConfig
-    from metricanything.train.loop import Dist, Logger, Task
+    from metricanything.train.logger import Logger
+    from metricanything.train.loop import Dist, Task
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

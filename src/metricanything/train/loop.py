@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -57,22 +56,24 @@ from metricanything.config import yaml_load
 from metricanything.data.batch import FAULTS_KEY
 from metricanything.data.sources import DataFaults
 from metricanything.errors import CheckpointError, ConfigError, MetricAnythingError
-from metricanything.extras import missing_extra_message
-from metricanything.progress import NORMAL, VERBOSE, Progress
+from metricanything.progress import VERBOSE
 from metricanything.train.checkpointing import (
     capture_rng_state,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_model_state,
+    load_optim_state,
+    model_state,
+    optim_state,
     restore_rng_state,
     save_checkpoint,
 )
 from metricanything.train.config import TrainConfig, dump_config, resume_changes
 from metricanything.train.data import account_data_faults, make_loader
+from metricanything.train.logger import Logger
 
 MAX_BAD_STEPS = 10
-#: skipped samples printed per process (all of them are in log.jsonl)
-MAX_FAULT_MESSAGES = 20
 
 
 class TrainingError(MetricAnythingError):
@@ -291,153 +292,6 @@ def wrap_model(model: nn.Module, task: Task, cfg: TrainConfig, d: Dist) -> nn.Mo
     )
 
 
-@contextlib.contextmanager
-def _full_state(model: nn.Module, cfg: TrainConfig, d: Dist):
-    """Inside: ``model.state_dict()`` is the full (unsharded) state, also under FSDP."""
-    if d.enabled and cfg.train.fsdp:
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, FullStateDictConfig(offload_to_cpu=True, rank0_only=False)):
-            yield
-    else:
-        yield
-
-
-def _model_state(model: nn.Module, raw: nn.Module, cfg: TrainConfig, d: Dist) -> dict[str, torch.Tensor]:
-    if d.enabled and cfg.train.fsdp:
-        with _full_state(model, cfg, d):
-            return {k: v.cpu() for k, v in model.state_dict().items()}
-    return {k: v.detach().cpu().clone() for k, v in raw.state_dict().items()}
-
-
-def _optim_state(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, d: Dist) -> dict[str, Any]:
-    if d.enabled and cfg.train.fsdp:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with _full_state(model, cfg, d):
-            return FSDP.optim_state_dict(model, opt)
-    return opt.state_dict()
-
-
-def _load_optim_state(model: nn.Module, opt: torch.optim.Optimizer, state: dict, cfg: TrainConfig, d: Dist) -> None:
-    if d.enabled and cfg.train.fsdp:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with _full_state(model, cfg, d):
-            state = FSDP.optim_state_dict_to_load(model, opt, state)
-    opt.load_state_dict(state)
-
-
-# ---------------------------------------------------------------------------------------------- logging
-class Logger:
-    """Rank-0 TensorBoard scalars/images, a JSON-lines log and the progress bar; silent on other ranks."""
-
-    def __init__(self, cfg: TrainConfig, d: Dist, out: Path, start_step: int) -> None:
-        self.enabled = d.main
-        self.tb = None
-        self.faults_printed = 0
-        self.bar = None
-        self.jsonl = out / "log.jsonl"
-        if not self.enabled:
-            return
-        self.bar = Progress(cfg.train.steps, cfg.stage, "step", bar=cfg.train.progress, initial=start_step,
-                            interval_s=60.0)  # fmt: skip
-        self._trim_jsonl(start_step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=start_step if start_step else None)
-        except ImportError as exc:  # the optional extra: without it log.jsonl still gets every scalar
-            if importlib.util.find_spec("tensorboard") is None:
-                self.message(f"[train] {missing_extra_message('tensorboard', 'TensorBoard logging')}; scalars still "
-                             f"go to {self.jsonl}")  # fmt: skip
-            else:
-                self.message(f"[train] TensorBoard disabled ({exc})")
-        except Exception as exc:  # noqa: BLE001 - TensorBoard is optional at runtime
-            self.message(f"[train] TensorBoard disabled ({exc})")
-
-    def _trim_jsonl(self, start_step: int) -> None:
-        """A fresh run starts an empty log; a resumed one keeps only records up to its checkpoint's step."""
-        if not self.jsonl.is_file():
-            return
-        kept = []
-        if start_step > 0:
-            for line in self.jsonl.read_text(encoding="utf-8").splitlines():
-                try:
-                    if int(json.loads(line).get("step", 0)) <= start_step:
-                        kept.append(line)
-                except (ValueError, AttributeError):
-                    continue
-        write_text_atomic(self.jsonl, "".join(f"{line}\n" for line in kept))
-
-    def scalars(self, step: int, values: dict[str, Any], prefix: str) -> None:
-        """TensorBoard ``prefix/<key>`` for the numbers among ``values``; all of them to ``log.jsonl``."""
-        if not self.enabled:
-            return
-        if self.tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, step)
-        self.record(step, prefix, values)
-        if prefix != "val":
-            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
-                              if not isinstance(v, (list, dict)))  # fmt: skip
-            self.message(f"[{prefix}] step {step}: {shown}", VERBOSE)
-
-    def record(self, step: int, kind: str, values: dict[str, Any]) -> None:
-        """One ``log.jsonl`` line ``{"step", "kind", **values}``."""
-        if self.enabled:
-            with open(self.jsonl, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, "kind": kind, **values}, sort_keys=True) + "\n")
-
-    def fault_message(self, text: str) -> None:
-        """A data-fault message; after :data:`MAX_FAULT_MESSAGES` they are only counted and logged."""
-        self.faults_printed += 1
-        if self.faults_printed <= MAX_FAULT_MESSAGES:
-            self.message(text)
-        if self.faults_printed == MAX_FAULT_MESSAGES:
-            self.message("[data] further skipped samples are not printed (all are in log.jsonl)")
-
-    def image(self, step: int, name: str, img: np.ndarray | None, out: Path) -> None:
-        if not self.enabled or img is None:
-            return
-        if self.tb is not None:
-            self.tb.add_image(name, img, step, dataformats="HWC")
-        import cv2
-
-        from metricanything.atomic import atomic_path
-
-        with atomic_path(out / "panels" / f"step_{step:08d}.png") as tmp:
-            cv2.imwrite(str(tmp), np.ascontiguousarray(img[..., ::-1]))
-
-    def checkpointed(self, step: int) -> None:
-        """Show the newest checkpoint's step with the progress (the line itself is verbose-only)."""
-        if self.bar is not None:
-            self.bar.fields["checkpoint"] = step
-
-    def progress(self, step: int, loss: float, sps: float) -> None:
-        if self.bar is not None:
-            self.bar.set(step, loss=float(loss), samples_s=round(float(sps), 1))
-
-    def message(self, text: str, level: int = NORMAL) -> None:
-        """A line for the user (rank 0), printed when the verbosity is at least ``level``."""
-        if self.enabled:
-            if self.bar is not None:
-                self.bar.write(text, level)
-            else:
-                from metricanything.progress import say
-
-                say(text, level)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.tb is not None:
-            self.tb.flush()
-            self.tb.close()
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
     """Run (or continue, with ``resume``) a training run described by ``cfg``; returns a summary on every rank."""
@@ -473,6 +327,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
     seed_everything(cfg.seed)
     raw = task.build_model().to(d.device)
     model = wrap_model(raw, task, cfg, d)
+    fsdp = d.enabled and cfg.train.fsdp  # FSDP-wrapped: state dicts are gathered to their full form
     opt = build_optimizer(model, cfg, tuple(task.encoder_prefixes))
     o = cfg.optim
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -482,7 +337,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
     scaler = torch.amp.GradScaler(d.device.type, enabled=use_scaler)
     ema = None
     if cfg.train.ema_decay > 0:
-        if cfg.train.fsdp and d.enabled:
+        if fsdp:
             raise ConfigError("train.ema_decay with train.fsdp is not supported")
         ema = EMA(raw, cfg.train.ema_decay)
 
@@ -490,14 +345,10 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
     start_step, resumed_from, data_state = 0, None, None
     if state is not None:
         try:
-            if d.enabled and cfg.train.fsdp:
-                with _full_state(model, cfg, d):
-                    model.load_state_dict(state["model"])
-            else:
-                raw.load_state_dict(state["model"])
+            load_model_state(model, raw, state["model"], fsdp)
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt}: model weights do not fit this config ({exc})") from exc
-        _load_optim_state(model, opt, state["optimizer"], cfg, d)
+        load_optim_state(model, opt, state["optimizer"], fsdp)
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         if ema is not None:
@@ -552,15 +403,15 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
             dist.all_gather_object(rng_states, capture_rng_state())
         else:
             rng_states = [capture_rng_state()]
-        model_state = _model_state(model, raw, cfg, d)
-        optim_state = _optim_state(model, opt, cfg, d)
+        weights = model_state(model, raw, fsdp)
+        optimiser = optim_state(model, opt, fsdp)
         if d.main:
             save_checkpoint(
                 out,
                 step_now,
                 {
-                    "model": model_state,
-                    "optimizer": optim_state,
+                    "model": weights,
+                    "optimizer": optimiser,
                     "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
@@ -572,18 +423,18 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
                 keep_last=cfg.train.keep_last,
             )
             if step_now != cfg.train.steps:  # the end of the run publishes the final model itself
-                publish_model(step_now, model_state)
+                publish_model(step_now, weights)
             log.checkpointed(step_now)
             log.message(f"[train] checkpoint saved: step {step_now}" + (
                 f"; {out / 'model'} refreshed" if step_now != cfg.train.steps else ""), VERBOSE)
         _barrier(d)
 
-    def publish_model(step_now: int, model_state: dict[str, torch.Tensor], final: bool = False) -> None:
+    def publish_model(step_now: int, weights: dict[str, torch.Tensor], final: bool = False) -> None:
         """Replace ``out/model`` as a whole with the stage's export of the current (EMA) weights (rank 0)."""
         export_model = ema.model if ema is not None else raw
-        if d.enabled and cfg.train.fsdp:
+        if fsdp:
             export_model = copy.deepcopy(raw)
-            export_model.load_state_dict(model_state)
+            export_model.load_state_dict(weights)
         was_training = export_model.training
         with atomic_dir(out / "model") as tmp:
             task.export(export_model, tmp)
@@ -654,7 +505,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
             bad_steps = 0
             scaler.unscale_(opt)
             if cfg.optim.clip_grad > 0:
-                if d.enabled and cfg.train.fsdp:
+                if fsdp:
                     grad_norm = float(model.clip_grad_norm_(cfg.optim.clip_grad))
                 else:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.optim.clip_grad))
@@ -692,7 +543,7 @@ def train(cfg: TrainConfig, task: Task, *, resume: bool = False) -> TrainResult:
         checkpoint(step)
     panel(step)
     val = run_validation(step)
-    final_state = _model_state(model, raw, cfg, d)
+    final_state = model_state(model, raw, fsdp)
     if cfg.train.dump_rank_weights:
         from metricanything.atomic import atomic_path
 
