@@ -238,7 +238,14 @@ class PointMapPrediction:
 
 
 class PointMapModel(nn.Module):
-    """Student-PointMap. ``forward(image, num_tokens)`` gives the raw outputs; :meth:`infer` the metric geometry."""
+    """Student-PointMap. ``forward(image, num_tokens)`` gives the raw outputs; :meth:`infer` the metric geometry;
+    :meth:`predict_depth` the shared call protocol of :mod:`metricanything.models.registry`."""
+
+    #: registry kind (:mod:`metricanything.models.registry`)
+    kind = "pointmap"
+    model_kind = "pointmap"
+    #: the focal length is recovered from the affine point map when not given
+    estimates_focal = True
 
     def __init__(self, cfg: PointMapConfig | None = None) -> None:
         super().__init__()
@@ -249,6 +256,11 @@ class PointMapModel(nn.Module):
         self.points_head = ConvStack(cfg.points_head)
         self.mask_head = ConvStack(cfg.mask_head)
         self.scale_head = _mlp(cfg.scale_head_dims)
+
+    @property
+    def config(self) -> PointMapConfig:
+        """Alias of :attr:`cfg`."""
+        return self.cfg
 
     # -- raw network ----------------------------------------------------------------------------------------
     @staticmethod
@@ -337,9 +349,20 @@ class PointMapModel(nn.Module):
         if num_tokens is None:
             num_tokens = tokens_for_level(resolution_level, self.cfg.num_tokens_range)
         grid = token_grid(num_tokens, aspect)
-        with torch.autocast(device_type=ref.device.type, dtype=torch.float16,
-                            enabled=use_fp16 and ref.dtype != torch.float16):
+        dev = ref.device.type
+        outer = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        amp = torch.float16 if use_fp16 else outer  # an enclosing autocast (e.g. api.infer's) runs the network
+        on = amp is not None and amp != ref.dtype
+        with torch.autocast(device_type=dev, dtype=amp or torch.bfloat16, enabled=on):
             out = self.forward(image, num_tokens)
+        with torch.autocast(device_type=dev, enabled=False):  # post-processing in float32
+            return self._metric(out, b, h, w, grid, fov_x, fx_px, force_projection, apply_mask, squeeze)
+
+    def _metric(self, out: dict[str, Tensor], b: int, h: int, w: int, grid: tuple[int, int],
+                fov_x: float | Tensor | None, fx_px: float | Tensor | None, force_projection: bool,
+                apply_mask: bool, squeeze: bool) -> PointMapPrediction:
+        """:meth:`infer`'s post-processing: raw outputs -> metric points, depth, mask and intrinsics."""
+        aspect = w / h
         points, mask_prob, scale = (out[k].float() for k in ("points", "mask", "metric_scale"))
         mask = mask_prob > 0.5
         if fov_x is None and fx_px is None:
@@ -368,6 +391,47 @@ class PointMapModel(nn.Module):
             for f in ("points", "depth", "mask", "intrinsics", "focal", "shift", "metric_scale", "fit_rms"):
                 setattr(res, f, getattr(res, f).squeeze(0))
         return res
+
+    @torch.no_grad()
+    def predict_depth(
+        self,
+        image: Tensor,
+        f_px: Tensor | float | None,
+        prompt_depth: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The shared call protocol (:mod:`metricanything.models.protocol`) on (B, 3, H, W) RGB in [0, 1].
+
+        Images with a NaN (unknown) ``f_px`` get the focal recovered from the point map; the others keep theirs
+        (only the shift is solved). Returns ``depth`` (B, H, W) metres, ``valid`` (the mask, positive depth),
+        ``f_px`` (float64), ``points`` (B, H, W, 3) and ``metric_scale``. Prompt-free: prompts raise.
+        """
+        from metricanything.models.protocol import focal_vector
+
+        if prompt_depth is not None or prompt_mask is not None:
+            raise InvalidInputError("the point-map model is prompt-free; pass prompt=None (or use a teacher)")
+        b, _, h, w = image.shape
+        f = focal_vector(f_px, b)
+        unknown = torch.isnan(f)
+        preds = []
+        if bool(unknown.any()):
+            preds.append((unknown, self.infer(image, apply_mask=False)))
+        if not bool(unknown.all()):
+            known = torch.where(unknown, torch.ones_like(f), f)  # placeholders where the estimate is used
+            preds.append((~unknown, self.infer(image, fx_px=known, apply_mask=False)))
+        sel = {}
+        for k in ("depth", "mask", "points", "metric_scale"):
+            value = getattr(preds[0][1], k)
+            for which, pred in preds[1:]:
+                m = which.to(value.device).view(-1, *([1] * (value.ndim - 1)))
+                value = torch.where(m, getattr(pred, k), value)
+            sel[k] = value
+        f_out = f.clone()
+        for which, pred in preds:
+            est = pred.intrinsics[:, 0, 0].double().cpu() * w
+            f_out = torch.where(which & unknown, est, f_out)
+        return {"depth": sel["depth"], "valid": sel["mask"] & (sel["depth"] > 0), "f_px": f_out,
+                "points": sel["points"], "metric_scale": sel["metric_scale"]}
 
 
 def image_to_tensor(rgb: np.ndarray) -> Tensor:
@@ -421,6 +485,7 @@ def from_official_checkpoint(
     source: str | os.PathLike | Mapping[str, Any],
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    name: str | None = None,
 ) -> PointMapModel:
     """Build a :class:`PointMapModel` from the released ``student_pointmap.pt`` (path or loaded dict), strictly.
 
@@ -431,7 +496,7 @@ def from_official_checkpoint(
     from metricanything.models.checkpoint import check_state_dict, load_state_dict_strict
 
     model_config, state = read_official_checkpoint(source)
-    name = "<checkpoint dict>" if isinstance(source, Mapping) else str(source)
+    name = name or ("<checkpoint dict>" if isinstance(source, Mapping) else str(source))
     try:
         cfg = PointMapConfig.from_dict(model_config)
     except (ConfigError, TypeError) as e:
