@@ -8,7 +8,7 @@ Intrinsics resolution (first that applies), recorded in ``DepthResult.intrinsics
 
 1. ``intrinsics`` given (an :class:`Intrinsics` for the image's exact size)   -> ``given``
 2. ``f_px`` given (square pixels, centred principal point)                   -> ``given``
-3. the model has a field-of-view head (a student built with ``use_fov_head``) -> ``estimated``
+3. the model estimates the focal (a student built with ``use_fov_head``, the point-map model) -> ``estimated``
 4. fallback: ``fx = fy = FALLBACK_FOCAL_OVER_WIDTH * W`` (horizontal FoV 2 atan(1/2) = 53.13 deg, the
    official student CLI's choice), with a :class:`UserWarning`                 -> ``fallback``
 
@@ -177,7 +177,7 @@ class DepthResult:
             inverse depth at the official 1e-3 floor: sky / beyond ~1000 m).
         intrinsics: the camera used (for the depth scale and for ``points``).
         intrinsics_source: where ``intrinsics`` came from (given / estimated / fallback / ...).
-        model_kind: ``"teacher"`` or ``"student"``.
+        model_kind: the model's registry kind (``"teacher"``, ``"student"``, ``"pointmap"``).
         confidence: optional float32 H x W in [0, 1] (higher = more reliable); ``None`` for the current models,
             which predict no confidence.
     """
@@ -231,7 +231,7 @@ def _check_cpu_precision(device: torch.device, precision: str, weight_dtype: tor
 
 
 def load_model(path_or_id: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> nn.Module:
-    """Load a Teacher or Student checkpoint (folder, file, official ``.pt`` or hub id) in eval mode.
+    """Load a model checkpoint of any registered kind (folder, file, official ``.pt`` or hub id) in eval mode.
 
     ``precision`` other than fp32 casts the weights (halves memory); fp16 on the CPU is refused (use bf16).
     The returned model carries a :class:`ModelInfo` (see :func:`model_info`); loading the bundled student
@@ -447,7 +447,7 @@ def infer(
     """Metric depth for one image or a list of images (any sizes), at each input's exact H x W.
 
     Args:
-        model: a :class:`~metricanything.models.teacher.Teacher` or :class:`~metricanything.models.student.Student`.
+        model: a model of any kind of :mod:`metricanything.models.registry` (teacher, student, point map).
         image: H x W x 3 uint8 (or float in [0, 1]) numpy array, PIL image, 3 x H x W float tensor in [0, 1]
             (uint8 tensors are divided by 255), or a list / 4-D batch of these.
         intrinsics: an :class:`Intrinsics` for the image's size (or one per image).
@@ -535,8 +535,12 @@ def _run_group(model, x, resolved, prompts, idx, precision):
 
     out = _run_guarded(fn, model, precision)
     if any(K is None for K, _ in Kout):
+        measured = (
+            model_info(model).fov_head_error_text() if getattr(model, "fov", None) is not None  # a FoV head
+            else "its focal error is unmeasured for this model"
+        )
         warnings.warn(
-            f"focal length estimated by {spec.focal_estimator} ({model_info(model).fov_head_error_text()}); "
+            f"focal length estimated by {spec.focal_estimator} ({measured}); "
             "metric depth scales with the focal length, so a focal error is the same relative depth error. Give "
             "the camera's focal for reliable metric scale (--fx / --fov-x or a sidecar intrinsics JSON; "
             "intrinsics= or f_px= in Python)",

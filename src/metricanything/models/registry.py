@@ -54,6 +54,7 @@ class ModelSpec:
         takes_prompt: the model accepts prompt points (metric depth hints).
         focal_estimator: how the model estimates the focal length (``None``: it cannot; see
             :attr:`estimates_focal`); quoted in warnings and ``intrinsics.json``.
+        focal_origin: short label of that estimate (``intrinsics_origin`` in ``intrinsics.json``).
         estimates_focal: config -> whether a model of this config estimates the focal length.
         predict: the call protocol (see the module docstring) as ``predict(model, image, f_px, pd, pm)``.
         official_markers: state-dict key prefixes that identify this kind's released ``.pt`` checkpoint
@@ -70,6 +71,7 @@ class ModelSpec:
     focal_estimator: str | None
     estimates_focal: Callable[[Any], bool]
     predict: Callable[..., dict[str, torch.Tensor]]
+    focal_origin: str = ""
     official_markers: tuple[str, ...] = ()
     load_official: Callable[[Mapping[str, Any], str, str], nn.Module] | None = None
 
@@ -104,15 +106,26 @@ def _pointmap_official(obj: Mapping[str, Any], source: str, preset: str) -> nn.M
 _SPECS: dict[str, ModelSpec] = {
     spec.kind: spec
     for spec in (
-        ModelSpec("teacher", Teacher, TeacherConfig, teacher_config, tuple(TEACHER_PRESETS), True, None,
-                  lambda cfg: False, Teacher.predict_depth),
-        ModelSpec("student", Student, StudentConfig, student_config, tuple(STUDENT_PRESETS), False,
-                  "the model's field-of-view head", lambda cfg: bool(cfg.use_fov_head), student_predict_depth,
-                  (), _student_official),
-        ModelSpec("pointmap", PointMapModel, PointMapConfig, pointmap_config, tuple(POINTMAP_PRESETS), False,
-                  "the point-map model (focal and shift recovered from its affine point map)", lambda cfg: True,
-                  PointMapModel.predict_depth, ("encoder.backbone.", "points_head.", "mask_head.", "scale_head."),
-                  _pointmap_official),
+        ModelSpec(
+            kind="teacher", model_class=Teacher, config_class=TeacherConfig, preset=teacher_config,
+            presets=tuple(TEACHER_PRESETS), takes_prompt=True, focal_estimator=None,
+            estimates_focal=lambda cfg: False, predict=Teacher.predict_depth,
+        ),
+        ModelSpec(
+            kind="student", model_class=Student, config_class=StudentConfig, preset=student_config,
+            presets=tuple(STUDENT_PRESETS), takes_prompt=False, focal_estimator="the model's field-of-view head",
+            estimates_focal=lambda cfg: bool(cfg.use_fov_head), predict=student_predict_depth,
+            focal_origin="model FoV head", load_official=_student_official,
+        ),
+        ModelSpec(
+            kind="pointmap", model_class=PointMapModel, config_class=PointMapConfig, preset=pointmap_config,
+            presets=tuple(POINTMAP_PRESETS), takes_prompt=False,
+            focal_estimator="the point-map model (focal and shift recovered from its affine point map)",
+            estimates_focal=lambda cfg: True, predict=PointMapModel.predict_depth,
+            focal_origin="point-map model (focal solver)",
+            official_markers=("encoder.backbone.", "points_head.", "mask_head.", "scale_head."),
+            load_official=_pointmap_official,
+        ),
     )
 }
 #: the kind a bare state dict without a recognised layout is read as (the released student's plain state dict)

@@ -460,11 +460,12 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
         model = load_model(model_path, device=options.device, precision=options.precision)
     for w in caught:
         say(f"note: {w.message}", QUIET, err=True)
-    from metricanything.models.checkpoint import model_kind
+    from metricanything.models.registry import spec_of
 
-    if options.prompt is not None and model_kind(model) == "student":
+    spec = spec_of(model)
+    if options.prompt is not None and not spec.takes_prompt:
         raise InvalidInputError(
-            f"--model {model_path} is a prompt-free student, so it cannot use --prompt {options.prompt}; drop "
+            f"--model {model_path} is a prompt-free {spec.kind}, so it cannot use --prompt {options.prompt}; drop "
             "--prompt, or give a teacher checkpoint as --model (with --prompt the default is the bundled teacher)"
         )
     info = model_info(model)
@@ -499,9 +500,12 @@ def run_inference(input_spec: str | Path, out_root: str | Path, options: InferOp
             if source is not None:
                 result.intrinsics_source = source
             else:
-                origin = "model FoV head" if result.intrinsics_source == IntrinsicsSource.ESTIMATED else "fallback"
-                if result.intrinsics_source == IntrinsicsSource.ESTIMATED:
-                    record.update(info.fov_head_error_record())
+                estimated = result.intrinsics_source == IntrinsicsSource.ESTIMATED
+                origin = spec.focal_origin if estimated else "fallback"
+                if estimated:
+                    record["estimated_by"] = {"model": model_path, "kind": spec.kind, "method": spec.focal_estimator}
+                    if getattr(model, "fov", None) is not None:  # a FoV head: its measured error
+                        record.update(info.fov_head_error_record())
             if not result.valid.any():
                 raise InvalidInputError(
                     f"the model gave no valid depth anywhere in this image (focal {result.intrinsics.fx:.6g} px from "
