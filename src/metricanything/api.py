@@ -8,7 +8,7 @@ Intrinsics resolution (first that applies), recorded in ``DepthResult.intrinsics
 
 1. ``intrinsics`` given (an :class:`Intrinsics` for the image's exact size)   -> ``given``
 2. ``f_px`` given (square pixels, centred principal point)                   -> ``given``
-3. the model has a field-of-view head (a student built with ``use_fov_head``) -> ``estimated``
+3. the model estimates the focal (a student built with ``use_fov_head``, the point-map model) -> ``estimated``
 4. fallback: ``fx = fy = FALLBACK_FOCAL_OVER_WIDTH * W`` (horizontal FoV 2 atan(1/2) = 53.13 deg, the
    official student CLI's choice), with a :class:`UserWarning`                 -> ``fallback``
 
@@ -49,12 +49,11 @@ from torch import nn
 
 from metricanything.camera import Intrinsics, IntrinsicsSource, implausible_intrinsics, unproject
 from metricanything.errors import InvalidInputError
+from metricanything.models.protocol import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - public constants here too
+from metricanything.models.registry import estimates_focal, predict_depth, spec_of
 
 #: Fallback focal length as a multiple of the image width (fx = W, i.e. 53.13 deg horizontal FoV).
 FALLBACK_FOCAL_OVER_WIDTH = 1.0
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -178,7 +177,7 @@ class DepthResult:
             inverse depth at the official 1e-3 floor: sky / beyond ~1000 m).
         intrinsics: the camera used (for the depth scale and for ``points``).
         intrinsics_source: where ``intrinsics`` came from (given / estimated / fallback / ...).
-        model_kind: ``"teacher"`` or ``"student"``.
+        model_kind: the model's registry kind (``"teacher"``, ``"student"``, ``"pointmap"``).
         confidence: optional float32 H x W in [0, 1] (higher = more reliable); ``None`` for the current models,
             which predict no confidence.
     """
@@ -232,7 +231,7 @@ def _check_cpu_precision(device: torch.device, precision: str, weight_dtype: tor
 
 
 def load_model(path_or_id: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32") -> nn.Module:
-    """Load a Teacher or Student checkpoint (folder, file, official ``.pt`` or hub id) in eval mode.
+    """Load a model checkpoint of any registered kind (folder, file, official ``.pt`` or hub id) in eval mode.
 
     ``precision`` other than fp32 casts the weights (halves memory); fp16 on the CPU is refused (use bf16).
     The returned model carries a :class:`ModelInfo` (see :func:`model_info`); loading the bundled student
@@ -361,15 +360,6 @@ def _prompt_map(prompt: Any, h: int, w: int, index: int) -> tuple[torch.Tensor, 
 
 
 # ---------------------------------------------------------------------------------------------- intrinsics
-def _model_kind(model: nn.Module) -> str:
-    kind = getattr(model, "model_kind", None)
-    if kind in ("teacher", "student"):
-        return kind
-    from metricanything.models.teacher import Teacher
-
-    return "teacher" if isinstance(model, Teacher) else "student"
-
-
 def _resolve_intrinsics(
     intrinsics: Intrinsics | None, f_px: float | None, h: int, w: int, index: int
 ) -> tuple[Intrinsics | None, IntrinsicsSource | None]:
@@ -420,12 +410,6 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
@@ -463,7 +447,7 @@ def infer(
     """Metric depth for one image or a list of images (any sizes), at each input's exact H x W.
 
     Args:
-        model: a :class:`~metricanything.models.teacher.Teacher` or :class:`~metricanything.models.student.Student`.
+        model: a model of any kind of :mod:`metricanything.models.registry` (teacher, student, point map).
         image: H x W x 3 uint8 (or float in [0, 1]) numpy array, PIL image, 3 x H x W float tensor in [0, 1]
             (uint8 tensors are divided by 255), or a list / 4-D batch of these.
         intrinsics: an :class:`Intrinsics` for the image's size (or one per image).
@@ -484,9 +468,10 @@ def infer(
     Ks = _per_image(intrinsics, n, "intrinsics", batched)
     fs = _per_image(f_px, n, "f_px", batched)
     prompts = _per_image(prompt, n, "prompt", batched)
-    kind = _model_kind(model)
-    if kind == "student" and any(p is not None for p in prompts):
-        raise InvalidInputError("the student is prompt-free; pass prompt=None (or use a teacher)")
+    spec = spec_of(model)
+    kind = spec.kind
+    if not spec.takes_prompt and any(p is not None for p in prompts):
+        raise InvalidInputError(f"the {kind} is prompt-free; pass prompt=None (or use a teacher)")
     resolved = [_resolve_intrinsics(Ks[i], fs[i], *t.shape[-2:], i) for i, t in enumerate(tensors)]
     if device is not None:
         model.to(device)
@@ -502,10 +487,7 @@ def infer(
         for (h, w), idx in groups.items():
             x = torch.stack([tensors[i] for i in idx]).to(dev)
             sub = [resolved[i] for i in idx]
-            if kind == "student":
-                depth, valid, Kout = _run_student(model, x, sub, idx, precision)
-            else:
-                depth, valid, Kout = _run_teacher(model, x, sub, [prompts[i] for i in idx], idx, precision)
+            depth, valid, Kout = _run_group(model, x, sub, [prompts[i] for i in idx], idx, precision)
             for j, i in enumerate(idx):
                 d = depth[j].reshape(h, w).cpu().numpy().astype(np.float32)
                 v = valid[j].reshape(h, w).cpu().numpy() & np.isfinite(d) & (d > 0)
@@ -516,21 +498,31 @@ def infer(
     return results if batched else results[0]  # type: ignore[return-value]
 
 
-def _run_teacher(model, x, resolved, prompts, idx, precision):
+def _run_group(model, x, resolved, prompts, idx, precision):
+    """One batch of equally sized images through the model's call protocol (:mod:`metricanything.models.registry`).
+
+    Unknown focal lengths are left to a model that estimates them (NaN in ``f_px``), else resolved by
+    :func:`_fallback`. Returns depth, validity and the ``(Intrinsics, source)`` of every image.
+    """
+    spec = spec_of(model)
     b, _, h, w = x.shape
-    maps = [_prompt_map(p, h, w, i) for p, i in zip(prompts, idx, strict=True)]
-    Kout = []
+    maps = [_prompt_map(p, h, w, i) for p, i in zip(prompts, idx, strict=True)] if spec.takes_prompt else [None] * b
+    estimate = estimates_focal(model)
+    Kout: list[tuple[Intrinsics | None, IntrinsicsSource]] = []
     for j, (K, src) in enumerate(resolved):
-        if K is None:
+        if K is None and estimate:
+            src = IntrinsicsSource.ESTIMATED
+        elif K is None:
             has_points = maps[j] is not None and bool(maps[j][1].any())
             reason = (
                 "the prompt fixes the depth scale but 3D points need a focal length"
                 if has_points
-                else "the teacher has no field-of-view head and there are no prompt points"
+                else f"the {spec.kind} has no field-of-view head" + (" and there are no prompt points"
+                                                                     if spec.takes_prompt else "")
             )
             K, src = _fallback(h, w, idx[j], reason)
         Kout.append((K, src))
-    f = torch.tensor([K.fx for K, _ in Kout], dtype=torch.float64)
+    f = torch.tensor([K.fx if K is not None else float("nan") for K, _ in Kout], dtype=torch.float64)
     pd = pm = None
     if any(m is not None for m in maps):
         zeros_d, zeros_m = torch.zeros(1, h, w), torch.zeros(1, h, w, dtype=torch.bool)
@@ -539,47 +531,16 @@ def _run_teacher(model, x, resolved, prompts, idx, precision):
 
     def fn(m, dtype, ac):
         with _autocast(x.device, ac):
-            return {"depth": m(_normalise(x).to(dtype), pd, pm, f_px=f)}
-
-    depth = _run_guarded(fn, model, precision)["depth"]
-    return depth, torch.ones_like(depth, dtype=torch.bool), Kout
-
-
-def _run_student(model, x, resolved, idx, precision):
-    from metricanything.models.student import INVERSE_DEPTH_CLAMP
-
-    b, _, h, w = x.shape
-    Kout: list[tuple[Intrinsics | None, IntrinsicsSource]] = []
-    estimate = getattr(model, "fov", None) is not None
-    for j, (K, src) in enumerate(resolved):
-        if K is None and not estimate:
-            K, src = _fallback(h, w, idx[j], "the student has no field-of-view head")
-        Kout.append((K, src if K is not None else IntrinsicsSource.ESTIMATED))
-    given = [K.fx if K is not None else float("nan") for K, _ in Kout]
-
-    unknown = [K is None for K, _ in Kout]
-
-    def fn(m, dtype, ac):
-        with _autocast(x.device, ac):
-            xn = _normalise(x).to(dtype)
-            f = torch.tensor(given, dtype=torch.float64)
-            out = None
-            if any(unknown):  # one pass with the FoV head's focal estimate
-                out = m.infer(xn, f_px=None)
-                f_est = out["f_px"].reshape(-1).to(torch.float64).cpu().expand(b)
-                f = torch.where(torch.tensor(unknown), f_est, f)
-            if not all(unknown):  # (another) pass with the known focal lengths
-                out = m.infer(xn, f_px=f)
-        return {
-            "depth": out["depth"].reshape(b, 1, h, w),
-            "inverse_depth": out["inverse_depth"].reshape(b, 1, h, w),
-            "f_px": f,
-        }
+            return predict_depth(m, x, f, pd, pm)
 
     out = _run_guarded(fn, model, precision)
-    if any(unknown):
+    if any(K is None for K, _ in Kout):
+        measured = (
+            model_info(model).fov_head_error_text() if getattr(model, "fov", None) is not None  # a FoV head
+            else "its focal error is unmeasured for this model"
+        )
         warnings.warn(
-            f"focal length estimated by the model's field-of-view head ({model_info(model).fov_head_error_text()}); "
+            f"focal length estimated by {spec.focal_estimator} ({measured}); "
             "metric depth scales with the focal length, so a focal error is the same relative depth error. Give "
             "the camera's focal for reliable metric scale (--fx / --fov-x or a sidecar intrinsics JSON; "
             "intrinsics= or f_px= in Python)",
@@ -589,5 +550,4 @@ def _run_student(model, x, resolved, idx, precision):
     for j, (K, src) in enumerate(Kout):
         if K is None:
             Kout[j] = (Intrinsics.from_focal(float(out["f_px"][j]), w, h), src)
-    valid = out["inverse_depth"] > INVERSE_DEPTH_CLAMP[0]
-    return out["depth"], valid, Kout
+    return out["depth"], out["valid"], Kout

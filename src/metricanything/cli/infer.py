@@ -13,7 +13,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder (one sub-folder per image)")
     parser.add_argument(
         "--model",
-        help="checkpoint folder, official .pt, or hub id (default: bundled teacher with --prompt, bundled student "
+        help="checkpoint folder, official .pt (student_depthmap.pt or student_pointmap.pt: the kind is read from "
+        "the file's keys), or hub id (default: bundled teacher with --prompt, bundled student "
         "otherwise; the bundled student is a synthetic-data demonstrator: for real images use the official "
         "student_depthmap.pt or yjh001/metricanything_student_depthmap)",
     )

@@ -2,12 +2,14 @@
 
 ``config.json``::
 
-    {"format": "metricanything-checkpoint", "format_version": 1, "model_kind": "teacher" | "student",
+    {"format": "metricanything-checkpoint", "format_version": 1, "model_kind": "teacher" | "student" | ...,
      "config": {...the full config dataclass...}, "metricanything_version": "...", "card": {...} | null}
 
 :func:`from_pretrained` also reads a bare ``.safetensors`` with a sibling ``config.json``, the released
-official ``student_depthmap.pt`` state dict (mapped onto ``student_config("official")``), and Hugging Face hub
-ids. Loading is strict: missing or unexpected keys and shape mismatches raise :class:`CheckpointError` naming
+official checkpoints (``student_depthmap.pt``, a state dict mapped onto ``student_config("official")``;
+``student_pointmap.pt``, ``{"model_config", "model"}``), told apart by their keys
+(:func:`metricanything.models.registry.official_kind`), and Hugging Face hub ids. Model kinds come from
+:mod:`metricanything.models.registry`. Loading is strict: missing or unexpected keys and shape mismatches raise :class:`CheckpointError` naming
 the keys; a model is never returned with randomly initialised weights. Tensors stored in another floating
 dtype (e.g. fp16 weights) are cast to the model's dtype.
 """
@@ -32,6 +34,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OFFICIAL_STUDENT_FILE = "student_depthmap.pt"
+#: released checkpoint files looked for in a folder without ``config.json`` (their kind is read from their keys)
+OFFICIAL_FILES = (OFFICIAL_STUDENT_FILE, "student_pointmap.pt")
 _MAX_LISTED = 20
 
 
@@ -77,28 +81,18 @@ def _model_config(model: nn.Module) -> Any:
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"teacher"`` or ``"student"``."""
-    from metricanything.models.student import Student
-    from metricanything.models.teacher import Teacher
+    """The registry kind of ``model`` (``"teacher"``, ``"student"``, ``"pointmap"``, ...)."""
+    from metricanything.models.registry import kind_of
 
-    if isinstance(model, Teacher):
-        return "teacher"
-    if isinstance(model, Student):
-        return "student"
-    raise CheckpointError(f"cannot save a {type(model).__name__}: only Teacher and Student models are supported")
+    return kind_of(model)
 
 
 def build_model(kind: str, config: dict, where: str = "") -> nn.Module:
     """Instantiate an (uninitialised-weights) model of ``kind`` from a config dict (``where``: its file, for errors)."""
-    if kind == "teacher":
-        from metricanything.models.teacher import Teacher, TeacherConfig
+    from metricanything.models.registry import get_spec
 
-        return Teacher(config_from_dict(TeacherConfig, config, where))
-    if kind == "student":
-        from metricanything.models.student import Student, StudentConfig
-
-        return Student(config_from_dict(StudentConfig, config, where))
-    raise CheckpointError(f"unknown model kind {kind!r} (expected 'teacher' or 'student')")
+    spec = get_spec(kind)
+    return spec.build(config_from_dict(spec.config_class, config, where))
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -127,7 +121,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra_card: 
     """
     from safetensors.torch import save_file
 
-    kind = model_kind(model)
+    try:
+        kind = model_kind(model)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot save a {type(model).__name__}: {e}") from None
     cfg = _model_config(model)
     from metricanything import __version__
 
@@ -280,22 +277,34 @@ def _looks_like_training_checkpoint(obj: Any) -> bool:
 
 
 def _load_torch_state(path: Path) -> dict[str, torch.Tensor]:
-    fix = (
-        "Model weights are read only from safetensors files or plain PyTorch state dicts (name -> tensor); "
-        "a training checkpoint <run>/checkpoints/step_*.pt is not a model: use <run>/model."
-    )
-    obj = load_plain_torch_file(path, "model file", fix)
+    return unwrap_state_dict(_read_torch_file(path), str(path))
+
+
+_TORCH_FIX = (
+    "Model weights are read only from safetensors files or plain PyTorch state dicts (name -> tensor); "
+    "a training checkpoint <run>/checkpoints/step_*.pt is not a model: use <run>/model."
+)
+
+
+def _read_torch_file(path: Path) -> Any:
+    """The plain content of a model ``.pt`` (weights-only loading); a training checkpoint is refused."""
+    obj = load_plain_torch_file(path, "model file", _TORCH_FIX)
     if _looks_like_training_checkpoint(obj):
         raise _training_checkpoint_error(path, obj)
+    return obj
+
+
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded ``.pt`` (itself, or under ``state_dict`` / ``model`` / ``model_state_dict``)."""
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict (name -> tensor)")
+        raise CheckpointError(f"{source}: expected a state dict (name -> tensor)")
     return obj
 
 
-def _build_and_load(build, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+def build_and_load(build, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """Build a model, check ``state`` against it (on the meta device: no memory) and load it strictly.
 
     When every buffer is persistent the model is materialised with ``to_empty`` (skipping the random init,
@@ -332,17 +341,19 @@ def _load_with_config(weights: Path, cfg_path: Path, device, dtype) -> nn.Module
     meta = _read_config(cfg_path)
     kind = meta["model_kind"]
     state = _read_weights(weights)
-    model = _build_and_load(lambda: build_model(kind, meta["config"], f"{cfg_path}: config"), state, str(weights))
+    model = build_and_load(lambda: build_model(kind, meta["config"], f"{cfg_path}: config"), state, str(weights))
     return _finish(model, device, dtype)
 
 
 def _load_official(path: Path, device, dtype, preset: str) -> nn.Module:
-    from metricanything.models.student import Student, student_config
+    """A released-format checkpoint without ``config.json``; its kind is told from its keys (never its name)."""
+    from metricanything.models.registry import get_spec, official_kind
 
-    state = _read_weights(path)
-    source = f"{path} (official student state dict, preset {preset!r})"
-    model = _build_and_load(lambda: Student(student_config(preset)), state, source)
-    return _finish(model, device, dtype)
+    obj = _load_safetensors(path) if path.suffix == ".safetensors" else _read_torch_file(path)
+    spec = get_spec(official_kind(obj))
+    if spec.load_official is None:  # pragma: no cover - official_kind only returns kinds with a loader
+        raise CheckpointError(f"{path}: no released checkpoint format for {spec.kind} models")
+    return _finish(spec.load_official(obj, str(path), preset), device, dtype)
 
 
 def _load_dir(d: Path, device, dtype, preset: str) -> nn.Module:
@@ -355,9 +366,10 @@ def _load_dir(d: Path, device, dtype, preset: str) -> nn.Module:
                 raise CheckpointError(f"{d}: has {CONFIG_NAME} but no {WEIGHTS_NAME}")
             weights = candidates[0]
         return _load_with_config(weights, cfg_path, device, dtype)
-    if (d / OFFICIAL_STUDENT_FILE).is_file():
-        return _load_official(d / OFFICIAL_STUDENT_FILE, device, dtype, preset)
-    raise CheckpointError(f"{d}: no {CONFIG_NAME} (metricanything checkpoint) and no {OFFICIAL_STUDENT_FILE}")
+    for name in OFFICIAL_FILES:
+        if (d / name).is_file():
+            return _load_official(d / name, device, dtype, preset)
+    raise CheckpointError(f"{d}: no {CONFIG_NAME} (metricanything checkpoint) and no {' or '.join(OFFICIAL_FILES)}")
 
 
 def _download(repo_id: str) -> Path:
@@ -382,12 +394,14 @@ def from_pretrained(
     dtype: torch.dtype | None = None,
     official_preset: str = "official",
 ) -> nn.Module:
-    """Load a Teacher or Student exactly as saved (eval mode).
+    """Load a model of any registered kind exactly as saved (eval mode).
 
     Accepts a checkpoint folder, a ``.safetensors`` file with a sibling ``config.json``, a ``.pt``/``.pth``
-    file (the official ``student_depthmap.pt`` state dict, or any state dict with a sibling ``config.json``),
+    file (the official ``student_depthmap.pt`` / ``student_pointmap.pt``, or a state dict with a sibling
+    ``config.json``),
     or a Hugging Face hub id (downloaded with ``snapshot_download``). ``dtype`` casts the loaded model.
-    A bare state dict without ``config.json`` is loaded into ``Student(student_config(official_preset))``.
+    A file without ``config.json`` is read as the released checkpoint its keys identify; a plain state dict
+    of other keys is loaded into ``Student(student_config(official_preset))`` (errors name the keys).
     """
     p = Path(path_or_hub_id).expanduser()
     if p.is_dir():

@@ -21,11 +21,10 @@ reads the released ``{"model_config": ..., "model": state_dict}`` ``.pt`` withou
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,16 @@ from torch import Tensor, nn
 
 from metricanything.camera import Intrinsics
 from metricanything.errors import CheckpointError, ConfigError, InputFileError, InvalidInputError
+from metricanything.models.pointmap_config import (
+    _LEVELS,
+    POINTMAP_BACKBONES,
+    POINTMAP_PRESETS,
+    ConvStackConfig,
+    PointMapConfig,
+    PointMapEncoderConfig,
+    _per_level,
+    pointmap_config,
+)
 from metricanything.models.pointmap_geometry import (
     depth_to_points,
     focal_from_fov_x,
@@ -46,7 +55,7 @@ from metricanything.models.pointmap_geometry import (
     token_grid,
     tokens_for_level,
 )
-from metricanything.models.vit import VisionTransformer, ViTConfig, vit_config
+from metricanything.models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "OFFICIAL_POINTMAP_FILE",
@@ -72,269 +81,6 @@ __all__ = [
 #: File name of the released checkpoint, and the Hugging Face repository that hosts it.
 OFFICIAL_POINTMAP_FILE = "student_pointmap.pt"
 OFFICIAL_POINTMAP_HUB_ID = "yjh001/metricanything_student_pointmap"
-
-_DINOV2 = dict(pos_embed_interp_offset=0.1, layer_scale_init=1.0)
-
-#: Official DINOv2 hub backbone names -> ViT configs (patch 14, LayerScale, LN eps 1e-6, pos-embed offset 0.1).
-POINTMAP_BACKBONES: dict[str, Callable[[], ViTConfig]] = {
-    "dinov2_vits14": lambda: vit_config("small", **_DINOV2),
-    "dinov2_vitb14": lambda: vit_config("base", **_DINOV2),
-    "dinov2_vitl14": lambda: vit_config("large", **_DINOV2),
-    # the parity fixture's tiny ViT (embed 64, 5 blocks, 4 heads, 8x8 position grid)
-    "dinov2_fixture_tiny14": lambda: vit_config("large", embed_dim=64, depth=5, num_heads=4, img_size=112,
-                                                **_DINOV2),
-}
-
-_REMAPS = ("linear", "sinh", "exp", "sinh_exp")
-_RESAMPLERS = ("conv_transpose", "bilinear")
-_LEVELS = 5
-
-
-def _unknown(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {where} keys: {unknown} (known: {sorted(allowed)})")
-
-
-def _tup(v: Any) -> Any:
-    return tuple(v) if isinstance(v, (list, tuple)) else v
-
-
-def _lst(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
-
-def _per_level(value: Any, n: int, name: str) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ConfigError(f"{name} has {len(value)} entries, expected {n}")
-        return list(value)
-    return [value] * n
-
-
-# ------------------------------------------------------------------------------------------------ configs
-
-
-@dataclass
-class ConvStackConfig:
-    """One official ``ConvStack`` (neck or head); fields and defaults are the official constructor's.
-
-    Per-level values (``dim_in``, ``dim_out``, ``num_res_blocks``, ``resamplers``) are a list or one value for
-    every level; ``None`` in ``dim_in`` / ``dim_out`` means no 1x1 conv at that level. Only the released
-    model's settings are implemented: norms ``"none"``, activation ``"relu"``, resamplers ``conv_transpose`` /
-    ``bilinear``.
-    """
-
-    dim_in: int | tuple[int | None, ...] | None
-    dim_res_blocks: tuple[int, ...]
-    dim_out: int | tuple[int | None, ...] | None
-    resamplers: str | tuple[str, ...]
-    dim_times_res_block_hidden: int = 1
-    num_res_blocks: int | tuple[int, ...] = 1
-    res_block_in_norm: str = "layer_norm"
-    res_block_hidden_norm: str = "group_norm"
-    activation: str = "relu"
-
-    def __post_init__(self) -> None:
-        for name in ("dim_in", "dim_res_blocks", "dim_out", "resamplers", "num_res_blocks"):
-            setattr(self, name, _tup(getattr(self, name)))
-        n = len(self.dim_res_blocks)
-        if n < 1 or any(not isinstance(d, int) or d < 1 for d in self.dim_res_blocks):
-            raise ConfigError(f"dim_res_blocks must be positive ints, got {self.dim_res_blocks}")
-        _per_level(self.dim_in, n, "dim_in")
-        _per_level(self.dim_out, n, "dim_out")
-        _per_level(self.num_res_blocks, n, "num_res_blocks")
-        for r in _per_level(self.resamplers, n - 1, "resamplers"):
-            if r not in _RESAMPLERS:
-                raise ConfigError(f"resampler {r!r} is not implemented (supported: {list(_RESAMPLERS)})")
-        for name in ("res_block_in_norm", "res_block_hidden_norm"):
-            if getattr(self, name) != "none":
-                raise ConfigError(f"{name} {getattr(self, name)!r} is not implemented (the released model uses 'none')")
-        if self.activation != "relu":
-            raise ConfigError(f"activation {self.activation!r} is not implemented (the released model uses 'relu')")
-
-    @property
-    def levels(self) -> int:
-        return len(self.dim_res_blocks)
-
-    def dims_in(self) -> list[int | None]:
-        return _per_level(self.dim_in, self.levels, "dim_in")
-
-    def dims_out(self) -> list[int | None]:
-        return _per_level(self.dim_out, self.levels, "dim_out")
-
-    def output_dims(self) -> list[int]:
-        """Channels of each level's output (the 1x1 conv's, or the residual width where there is none)."""
-        return [d if d is not None else r for d, r in zip(self.dims_out(), self.dim_res_blocks, strict=True)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _lst(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "ConvStackConfig") -> ConvStackConfig:
-        _unknown(d, {f.name for f in dataclasses.fields(cls)}, where)
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from e
-
-
-@dataclass
-class PointMapEncoderConfig:
-    """The official ``encoder`` block: backbone name, selected blocks (0-based, or the last n), projection width."""
-
-    backbone: str = "dinov2_vitl14"
-    intermediate_layers: int | tuple[int, ...] = (5, 11, 17, 23)
-    dim_out: int = 1024
-
-    def __post_init__(self) -> None:
-        self.intermediate_layers = _tup(self.intermediate_layers)
-        if self.backbone not in POINTMAP_BACKBONES:
-            raise ConfigError(f"unknown backbone {self.backbone!r}; known: {sorted(POINTMAP_BACKBONES)}")
-        depth = self.vit_config().depth
-        layers = self.layers()
-        if not layers or any(not 0 <= i < depth for i in layers):
-            raise ConfigError(f"intermediate_layers {self.intermediate_layers} out of range for ViT depth {depth}")
-
-    def vit_config(self) -> ViTConfig:
-        return POINTMAP_BACKBONES[self.backbone]()
-
-    def layers(self) -> list[int]:
-        """0-based selected blocks (an int n means the last n blocks, as in DINOv2)."""
-        if isinstance(self.intermediate_layers, int):
-            depth = self.vit_config().depth
-            return list(range(depth - self.intermediate_layers, depth))
-        return [int(i) for i in self.intermediate_layers]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _lst(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "encoder") -> PointMapEncoderConfig:
-        _unknown(d, {f.name for f in dataclasses.fields(cls)}, where)
-        return cls(**d)
-
-
-def _neck(dims: Sequence[int], enc_out: int, blocks: Sequence[int]) -> ConvStackConfig:
-    return ConvStackConfig(
-        dim_in=(enc_out + 2, 2, 2, 2, 2), dim_res_blocks=tuple(dims), dim_out=None,
-        resamplers=("conv_transpose", "conv_transpose", "conv_transpose", "bilinear"), num_res_blocks=tuple(blocks),
-        res_block_in_norm="none", res_block_hidden_norm="none",
-    )
-
-
-def _head(dims: Sequence[int], out: int) -> ConvStackConfig:
-    return ConvStackConfig(
-        dim_in=tuple(dims), dim_res_blocks=tuple(dims), dim_out=(None, None, None, None, out),
-        resamplers=("conv_transpose", "conv_transpose", "conv_transpose", "bilinear"), num_res_blocks=(0, 1, 1, 1, 0),
-        res_block_in_norm="none", res_block_hidden_norm="none",
-    )
-
-
-_FULL_DIMS = (1024, 256, 128, 64, 32)
-
-
-@dataclass
-class PointMapConfig:
-    """Constructor config of :class:`PointMapModel`; defaults are the released Student-PointMap (326,209,221 params).
-
-    :meth:`to_dict` / :meth:`from_dict` use the official ``model_config`` layout (``encoder``, ``neck``,
-    ``points_head``, ``mask_head``, ``scale_head: {"dims": [...]}``, ``remap_output``, ``num_tokens_range``), so
-    the dict stored in ``student_pointmap.pt`` is read as is; unknown keys raise :class:`ConfigError`.
-    """
-
-    encoder: PointMapEncoderConfig = field(default_factory=PointMapEncoderConfig)
-    neck: ConvStackConfig = field(default_factory=lambda: _neck(_FULL_DIMS, 1024, (0, 2, 2, 2, 0)))
-    points_head: ConvStackConfig = field(default_factory=lambda: _head(_FULL_DIMS, 3))
-    mask_head: ConvStackConfig = field(default_factory=lambda: _head(_FULL_DIMS, 1))
-    scale_head_dims: tuple[int, ...] = (1024, 1024, 1024, 1)
-    remap_output: str = "exp"
-    num_tokens_range: tuple[int, int] = (1200, 3600)
-
-    def __post_init__(self) -> None:
-        self.scale_head_dims = tuple(int(d) for d in self.scale_head_dims)
-        self.num_tokens_range = tuple(int(n) for n in self.num_tokens_range)  # type: ignore[assignment]
-        if self.remap_output not in _REMAPS:
-            raise ConfigError(f"remap_output must be one of {list(_REMAPS)}, got {self.remap_output!r}")
-        if len(self.num_tokens_range) != 2 or not 1 <= self.num_tokens_range[0] <= self.num_tokens_range[1]:
-            raise ConfigError(f"num_tokens_range must be [min, max] with 1 <= min <= max, got {self.num_tokens_range}")
-        embed = self.encoder.vit_config().embed_dim
-        if len(self.scale_head_dims) < 2 or self.scale_head_dims[0] != embed or self.scale_head_dims[-1] != 1:
-            raise ConfigError(f"scale_head dims must run from the ViT width {embed} to 1, got {self.scale_head_dims}")
-        neck = self.neck
-        if neck.levels != _LEVELS or neck.dims_in() != [self.encoder.dim_out + 2] + [2] * (_LEVELS - 1):
-            raise ConfigError(
-                f"the neck must have {_LEVELS} levels with dim_in [encoder dim_out + 2 = {self.encoder.dim_out + 2}, "
-                f"2, 2, 2, 2] (features + uv, then uv), got {list(neck.dims_in())}"
-            )
-        for name, out in (("points_head", 3), ("mask_head", 1)):
-            head: ConvStackConfig = getattr(self, name)
-            if head.levels != _LEVELS or head.dims_in() != neck.output_dims():
-                raise ConfigError(f"{name} must have {_LEVELS} levels with dim_in = the neck's outputs "
-                                  f"{neck.output_dims()}, got {list(head.dims_in())}")
-            if head.output_dims()[-1] != out:
-                raise ConfigError(f"{name} must output {out} channels at its last level, got {head.output_dims()[-1]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "encoder": self.encoder.to_dict(),
-            "neck": self.neck.to_dict(),
-            "points_head": self.points_head.to_dict(),
-            "mask_head": self.mask_head.to_dict(),
-            "scale_head": {"dims": list(self.scale_head_dims)},
-            "remap_output": self.remap_output,
-            "num_tokens_range": list(self.num_tokens_range),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PointMapConfig:
-        """Build from the official ``model_config`` layout (or :meth:`to_dict` output)."""
-        _unknown(d, {"encoder", "neck", "points_head", "mask_head", "normal_head", "scale_head", "remap_output",
-                     "num_tokens_range"}, "PointMapConfig")
-        if d.get("normal_head") is not None:
-            raise ConfigError("normal_head is not supported (the released Student-PointMap has none)")
-        missing = [k for k in ("encoder", "neck", "points_head", "mask_head", "scale_head") if d.get(k) is None]
-        if missing:
-            raise ConfigError(f"PointMapConfig needs {missing} (the released model has all of them)")
-        scale = d["scale_head"]
-        _unknown(scale, {"dims"}, "scale_head")
-        kw: dict[str, Any] = {
-            "encoder": PointMapEncoderConfig.from_dict(d["encoder"]),
-            "neck": ConvStackConfig.from_dict(d["neck"], "neck"),
-            "points_head": ConvStackConfig.from_dict(d["points_head"], "points_head"),
-            "mask_head": ConvStackConfig.from_dict(d["mask_head"], "mask_head"),
-            "scale_head_dims": tuple(scale["dims"]),
-        }
-        if "remap_output" in d:
-            kw["remap_output"] = d["remap_output"]
-        if "num_tokens_range" in d:
-            kw["num_tokens_range"] = tuple(d["num_tokens_range"])
-        return cls(**kw)
-
-
-POINTMAP_PRESETS: dict[str, Callable[[], PointMapConfig]] = {
-    # the released Student-PointMap (MoGe-2 ViT-L without normal head): 326,209,221 parameters
-    "official": lambda: PointMapConfig(),
-    # exactly the parity fixture (../shared/fixtures/official_pointmap/tiny_config.json): 433,609 parameters
-    "fixture_tiny": lambda: PointMapConfig(
-        encoder=PointMapEncoderConfig("dinov2_fixture_tiny14", (0, 2, 3, 4), 40),
-        neck=_neck((40, 24, 16, 12, 8), 40, (0, 2, 2, 2, 0)),
-        points_head=_head((40, 24, 16, 12, 8), 3),
-        mask_head=_head((40, 24, 16, 12, 8), 1),
-        scale_head_dims=(64, 48, 32, 1),
-        num_tokens_range=(40, 120),
-    ),
-}
-POINTMAP_PRESETS["vitl14"] = POINTMAP_PRESETS["official"]
-
-
-def pointmap_config(name: str) -> PointMapConfig:
-    """Fresh :class:`PointMapConfig` for preset ``name`` (``official`` = ``vitl14``, ``fixture_tiny``)."""
-    if name not in POINTMAP_PRESETS:
-        raise ConfigError(f"unknown point-map preset {name!r}; known: {sorted(POINTMAP_PRESETS)}")
-    return POINTMAP_PRESETS[name]()
 
 
 # ------------------------------------------------------------------------------------------------ modules
@@ -492,7 +238,14 @@ class PointMapPrediction:
 
 
 class PointMapModel(nn.Module):
-    """Student-PointMap. ``forward(image, num_tokens)`` gives the raw outputs; :meth:`infer` the metric geometry."""
+    """Student-PointMap. ``forward(image, num_tokens)`` gives the raw outputs; :meth:`infer` the metric geometry;
+    :meth:`predict_depth` the shared call protocol of :mod:`metricanything.models.registry`."""
+
+    #: registry kind (:mod:`metricanything.models.registry`)
+    kind = "pointmap"
+    model_kind = "pointmap"
+    #: the focal length is recovered from the affine point map when not given
+    estimates_focal = True
 
     def __init__(self, cfg: PointMapConfig | None = None) -> None:
         super().__init__()
@@ -503,6 +256,11 @@ class PointMapModel(nn.Module):
         self.points_head = ConvStack(cfg.points_head)
         self.mask_head = ConvStack(cfg.mask_head)
         self.scale_head = _mlp(cfg.scale_head_dims)
+
+    @property
+    def config(self) -> PointMapConfig:
+        """Alias of :attr:`cfg`."""
+        return self.cfg
 
     # -- raw network ----------------------------------------------------------------------------------------
     @staticmethod
@@ -591,9 +349,20 @@ class PointMapModel(nn.Module):
         if num_tokens is None:
             num_tokens = tokens_for_level(resolution_level, self.cfg.num_tokens_range)
         grid = token_grid(num_tokens, aspect)
-        with torch.autocast(device_type=ref.device.type, dtype=torch.float16,
-                            enabled=use_fp16 and ref.dtype != torch.float16):
+        dev = ref.device.type
+        outer = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        amp = torch.float16 if use_fp16 else outer  # an enclosing autocast (e.g. api.infer's) runs the network
+        on = amp is not None and amp != ref.dtype
+        with torch.autocast(device_type=dev, dtype=amp or torch.bfloat16, enabled=on):
             out = self.forward(image, num_tokens)
+        with torch.autocast(device_type=dev, enabled=False):  # post-processing in float32
+            return self._metric(out, b, h, w, grid, fov_x, fx_px, force_projection, apply_mask, squeeze)
+
+    def _metric(self, out: dict[str, Tensor], b: int, h: int, w: int, grid: tuple[int, int],
+                fov_x: float | Tensor | None, fx_px: float | Tensor | None, force_projection: bool,
+                apply_mask: bool, squeeze: bool) -> PointMapPrediction:
+        """:meth:`infer`'s post-processing: raw outputs -> metric points, depth, mask and intrinsics."""
+        aspect = w / h
         points, mask_prob, scale = (out[k].float() for k in ("points", "mask", "metric_scale"))
         mask = mask_prob > 0.5
         if fov_x is None and fx_px is None:
@@ -622,6 +391,47 @@ class PointMapModel(nn.Module):
             for f in ("points", "depth", "mask", "intrinsics", "focal", "shift", "metric_scale", "fit_rms"):
                 setattr(res, f, getattr(res, f).squeeze(0))
         return res
+
+    @torch.no_grad()
+    def predict_depth(
+        self,
+        image: Tensor,
+        f_px: Tensor | float | None,
+        prompt_depth: Tensor | None = None,
+        prompt_mask: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """The shared call protocol (:mod:`metricanything.models.protocol`) on (B, 3, H, W) RGB in [0, 1].
+
+        Images with a NaN (unknown) ``f_px`` get the focal recovered from the point map; the others keep theirs
+        (only the shift is solved). Returns ``depth`` (B, H, W) metres, ``valid`` (the mask, positive depth),
+        ``f_px`` (float64), ``points`` (B, H, W, 3) and ``metric_scale``. Prompt-free: prompts raise.
+        """
+        from metricanything.models.protocol import focal_vector
+
+        if prompt_depth is not None or prompt_mask is not None:
+            raise InvalidInputError("the point-map model is prompt-free; pass prompt=None (or use a teacher)")
+        b, _, h, w = image.shape
+        f = focal_vector(f_px, b)
+        unknown = torch.isnan(f)
+        preds = []
+        if bool(unknown.any()):
+            preds.append((unknown, self.infer(image, apply_mask=False)))
+        if not bool(unknown.all()):
+            known = torch.where(unknown, torch.ones_like(f), f)  # placeholders where the estimate is used
+            preds.append((~unknown, self.infer(image, fx_px=known, apply_mask=False)))
+        sel = {}
+        for k in ("depth", "mask", "points", "metric_scale"):
+            value = getattr(preds[0][1], k)
+            for which, pred in preds[1:]:
+                m = which.to(value.device).view(-1, *([1] * (value.ndim - 1)))
+                value = torch.where(m, getattr(pred, k), value)
+            sel[k] = value
+        f_out = f.clone()
+        for which, pred in preds:
+            est = pred.intrinsics[:, 0, 0].double().cpu() * w
+            f_out = torch.where(which & unknown, est, f_out)
+        return {"depth": sel["depth"], "valid": sel["mask"] & (sel["depth"] > 0), "f_px": f_out,
+                "points": sel["points"], "metric_scale": sel["metric_scale"]}
 
 
 def image_to_tensor(rgb: np.ndarray) -> Tensor:
@@ -675,6 +485,7 @@ def from_official_checkpoint(
     source: str | os.PathLike | Mapping[str, Any],
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    name: str | None = None,
 ) -> PointMapModel:
     """Build a :class:`PointMapModel` from the released ``student_pointmap.pt`` (path or loaded dict), strictly.
 
@@ -685,7 +496,7 @@ def from_official_checkpoint(
     from metricanything.models.checkpoint import check_state_dict, load_state_dict_strict
 
     model_config, state = read_official_checkpoint(source)
-    name = "<checkpoint dict>" if isinstance(source, Mapping) else str(source)
+    name = name or ("<checkpoint dict>" if isinstance(source, Mapping) else str(source))
     try:
         cfg = PointMapConfig.from_dict(model_config)
     except (ConfigError, TypeError) as e:

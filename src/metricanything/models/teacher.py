@@ -153,6 +153,9 @@ _PRESETS: dict[str, dict] = {
                       prompt_hidden=64, image_size=512),
 }
 
+#: the preset names of :func:`teacher_config`
+TEACHER_PRESETS = _PRESETS
+
 
 def teacher_config(name: str, **overrides) -> TeacherConfig:
     """Preset teacher configuration: ``test``, ``tiny``, ``small``, ``base``, ``large`` or ``huge_plus``."""
@@ -215,6 +218,10 @@ class Teacher(nn.Module):
     """Prompt-conditioned metric depth network (ViT + DPT + prompt branch); see the module docstring."""
 
     model_kind = "teacher"
+    #: registry kind (:mod:`metricanything.models.registry`)
+    kind = "teacher"
+    #: the teacher has no field-of-view head: every image needs a focal length (or a fallback)
+    estimates_focal = False
 
     def __init__(self, cfg: TeacherConfig) -> None:
         super().__init__()
@@ -261,6 +268,26 @@ class Teacher(nn.Module):
         horizontal focal in pixels of *this* image) is required for every sample without prompt points.
         """
         return self.forward_with_aux(image, prompt_depth, prompt_mask, f_px)["depth"]
+
+    def predict_depth(
+        self,
+        image: torch.Tensor,
+        f_px: torch.Tensor | float | None,
+        prompt_depth: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The shared call protocol (:mod:`metricanything.models.protocol`) on B x 3 x H x W RGB in [0, 1].
+
+        ``f_px``: B horizontal focal lengths in pixels (no NaN: the teacher cannot estimate one). Returns
+        ``depth`` (B x 1 x H x W metres), ``valid`` (all True) and ``f_px`` (float64).
+        """
+        from metricanything.models.protocol import focal_vector, imagenet_normalise, weight_dtype
+
+        f = focal_vector(f_px, image.shape[0])
+        if bool(torch.isnan(f).any()):
+            raise InvalidInputError("the teacher has no field-of-view head: give a focal length for every image")
+        depth = self(imagenet_normalise(image).to(weight_dtype(self)), prompt_depth, prompt_mask, f_px=f)
+        return {"depth": depth, "valid": torch.ones_like(depth, dtype=torch.bool), "f_px": f}
 
     def forward_with_aux(
         self,

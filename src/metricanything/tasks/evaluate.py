@@ -19,7 +19,7 @@ from metricanything.eval.benchmarks import BenchmarkSpec, list_benchmarks, load_
 from metricanything.eval.report import comparison_lines, per_frame_table, summary_table, write_outputs
 from metricanything.eval.results import NO_PROMPT, EvalResults
 from metricanything.eval.runner import build_predictor, evaluate
-from metricanything.models.checkpoint import model_kind
+from metricanything.models.registry import spec_of
 from metricanything.tasks.options import option
 
 #: The protocol a ``--data`` dataset is evaluated with when no ``--benchmark`` is given.
@@ -56,13 +56,13 @@ def model_predictor(path: str, device: str = "cpu", precision: str = "fp32", nam
     """A checkpoint as an evaluation predictor that runs through the public API (``api.load_model`` +
     ``api.infer`` with the benchmark's prompt and intrinsics), exactly as ``metricanything infer`` does."""
     model = api.load_model(path, device=device, precision=precision)
-    kind = model_kind(model)
+    spec = spec_of(model)
 
     def infer(m, image, intrinsics=None, prompt=None):
         return api.infer(m, image, intrinsics=intrinsics, prompt=prompt, precision=precision)
 
-    size = getattr(model, "network_size", None) if kind == "student" else None
-    return ExternalModel.from_api(model, infer, name or model_name(path, kind), accepts_prompt=kind == "teacher",
+    size = getattr(model, "network_size", None)  # a fixed network input size (the student's tile)
+    return ExternalModel.from_api(model, infer, name or model_name(path, spec.kind), accepts_prompt=spec.takes_prompt,
                                   input_size=(size, size) if size else None)  # fmt: skip
 
 

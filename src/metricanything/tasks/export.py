@@ -44,6 +44,7 @@ from metricanything.errors import CheckpointError, InvalidInputError, MetricAnyt
 from metricanything.extras import require_extra
 from metricanything.models.checkpoint import from_pretrained
 from metricanything.models.dpt import push_pull_fill
+from metricanything.models.registry import kind_of
 from metricanything.models.student import INVERSE_DEPTH_CLAMP, Student, fov_to_focal
 from metricanything.models.teacher import Teacher
 from metricanything.tasks.options import option
@@ -471,7 +472,7 @@ def export_onnx(
     model = _load_model(model_or_checkpoint_path)
     wrapper = export_wrapper(model)
     model.eval()
-    kind = "teacher" if isinstance(model, Teacher) else "student"
+    kind = kind_of(model)
     in_names, out_names = onnx_io_names(model)
     ex = example_inputs(model, *example_size, batch=max(2, batch), n_prompt=7)
     args = tuple(ex[n] for n in in_names)

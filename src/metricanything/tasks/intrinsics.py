@@ -10,6 +10,7 @@ from torch import nn
 from metricanything.api import infer
 from metricanything.camera import Intrinsics, IntrinsicsSource
 from metricanything.errors import InvalidInputError
+from metricanything.models.registry import estimates_focal
 
 
 @dataclass
@@ -28,8 +29,10 @@ def estimate_intrinsics(model: nn.Module, image: np.ndarray) -> IntrinsicsEstima
     Raises :class:`InvalidInputError` for a model without a FoV head (the official student has none) instead
     of silently returning the fallback.
     """
-    if getattr(model, "fov", None) is None:
-        raise InvalidInputError("this model has no FoV head, so it cannot estimate intrinsics (use a student with use_fov_head)")
+    if not estimates_focal(model):
+        raise InvalidInputError(
+            "this model cannot estimate intrinsics (no FoV head): use a student with use_fov_head or a point-map model"
+        )
     result = infer(model, image)
     if result.intrinsics_source != IntrinsicsSource.ESTIMATED:
         raise InvalidInputError(f"expected estimated intrinsics, got {result.intrinsics_source.value}")

@@ -37,6 +37,7 @@ import numpy as np
 from metricanything.atomic import write_text_atomic
 from metricanything.camera import Intrinsics, IntrinsicsSource
 from metricanything.errors import InputFileError, InvalidInputError
+from metricanything.models.registry import estimates_focal
 from metricanything.tasks.options import option
 
 #: at most this many evenly spaced frames of a clip are used to estimate its focal
@@ -249,7 +250,7 @@ class VideoRun:
         if clip.camera is None:
             if K is not None:
                 clip.camera = ClipCamera(K, source, origin)
-            elif getattr(self.model, "fov", None) is not None:
+            elif estimates_focal(self.model):
                 clip.camera = estimate_clip_camera(self.model, item.path, self.stride)
             else:
                 clip.camera = ClipCamera(None, None, "the model's fallback focal (it has no FoV head; give --fx or a sidecar)")
