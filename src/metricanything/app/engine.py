@@ -364,7 +364,7 @@ class Engine:
         example_prompt = self.examples[req.example].get("prompt") if req.example and req.prompt is None else None
         label, model_path = self.models.resolve(req.model, req.model_path, req.prompt is not None or bool(example_prompt))
         model = self.models.get(model_path)
-        teacher = _is_teacher(model)
+        teacher = _takes_prompt(model)
         notes = []
         if req.prompt is not None and not teacher:
             raise AppError(400, f"{label} is a prompt-free student: choose the teacher (or auto) to use the prompt "
@@ -552,10 +552,11 @@ class Engine:
         return Result(rid, folder, K, meta)
 
 
-def _is_teacher(model) -> bool:
-    from metricanything.models.teacher import Teacher
+def _takes_prompt(model) -> bool:
+    """Whether ``model`` takes prompt points (the registry says so per kind; the teacher is the one that does)."""
+    from metricanything.models.registry import spec_of
 
-    return getattr(model, "model_kind", None) == "teacher" or isinstance(model, Teacher)
+    return spec_of(model).takes_prompt
 
 
 def _rename(message: str, names: dict[str, str]) -> str:
