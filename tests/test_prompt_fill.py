@@ -107,12 +107,16 @@ def test_knn_plane_fill_of_a_sample_does_not_depend_on_its_batch() -> None:
 
 def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """The module's definition written out pixel by pixel in float64: candidates = the 3k points nearest to the
-    block centre, then the pixel's k nearest of them (ties to the lower pixel index), weighted plane in 1/z."""
+    block centre, then the pixel's k nearest of them (ties to the lower pixel index), plus the corners of the
+    block centre's Delaunay triangle that are not among them, weighted plane in 1/z."""
+    from scipy.spatial import Delaunay
+
     h, w = value.shape
     pv, pu = np.nonzero(mask)  # row-major: ascending pixel index
     q = np.exp(-value[pv, pu].astype(np.float64))
     kk = min(k, len(pv))
     nc = min(3 * kk, len(pv))
+    tri = Delaunay(np.stack([pu, pv], axis=1).astype(np.float64)) if len(pv) > kk else None
     fill, misfit = np.zeros((h, w)), np.zeros((h, w))
     for y in range(h):
         for x in range(w):
@@ -121,11 +125,14 @@ def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int
             cand = np.lexsort((np.arange(len(pv)), (pu - cx) ** 2 + (pv - cy) ** 2))[:nc]
             d2 = (pu[cand] - x) ** 2 + (pv[cand] - y) ** 2
             nb = cand[np.lexsort((cand, d2))[:kk]]
+            simplex = int(tri.find_simplex(np.array([[cx + 2.0**-10, cy + 2.0**-10 * 0.6180339887498949]]))[0]) if tri is not None else -1
+            corners = [c for c in (tri.simplices[simplex] if simplex >= 0 else []) if c not in nb]
+            nb = np.concatenate([nb, np.asarray(corners, dtype=np.int64)])
             du, dv = (pu[nb] - x).astype(np.float64), (pv[nb] - y).astype(np.float64)
             dk = du**2 + dv**2
-            r2 = max(dk.max(), 1.0)
+            r2 = max(dk[:kk].max(), 1.0)  # the k-th nearest distance: the corners do not widen it
             wgt = (dk / r2 + 1e-3) ** -2.0
-            a_mat = np.stack([np.ones(kk), du / np.sqrt(r2), dv / np.sqrt(r2)], axis=1)
+            a_mat = np.stack([np.ones(len(nb)), du / np.sqrt(r2), dv / np.sqrt(r2)], axis=1)
             m = a_mat.T @ (wgt[:, None] * a_mat) + np.diag([0.0, 1e-4, 1e-4])
             rhs = a_mat.T @ (wgt * q[nb])
             if abs(np.linalg.det(m)) > 1e-12 * np.prod(np.diag(m)):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
+from scipy.spatial import Delaunay, QhullError, cKDTree
 
 __all__ = ["KNN_K", "knn_plane_fill"]
 
@@ -50,6 +50,35 @@ def _block_candidates(tree: cKDTree, n_cand: int, b0: int, b1: int, w: int, h: i
     return np.asarray(idx, dtype=np.int64).reshape(b1 - b0, wc, n_cand)
 
 
+#: Shift of the block centres for the triangle look-up: a centre on a triangle's edge (integer points, centres on a
+#: half-pixel grid) would otherwise get either triangle, depending on SciPy's walk; shifted, it lies in exactly one.
+_TIE_SHIFT = np.array([2.0**-10, 2.0**-10 * 0.6180339887498949])
+
+
+def _triangulate(pts: np.ndarray) -> Delaunay | None:
+    """Delaunay triangulation of the prompt points (P x 2), or None where there is none (< 3 points, collinear)."""
+    if len(pts) < 3:
+        return None
+    try:
+        return Delaunay(pts)
+    except (QhullError, ValueError):  # all points on one line: no triangle has an area
+        return None
+
+
+def _block_corners(tri: Delaunay | None, b0: int, b1: int, w: int, h: int, cell: int) -> np.ndarray:
+    """Indices (rows b0..b1 of blocks x blocks per row x 3) of the corners of the Delaunay triangle that contains
+    each block centre; -1 outside the points' convex hull or without a triangulation."""
+    wc = -(-w // cell)
+    if tri is None:
+        return np.full((b1 - b0, wc, 3), -1, dtype=np.int64)
+    cu = np.minimum(np.arange(wc, dtype=np.float64) * cell + 0.5 * (cell - 1), w - 1)
+    cv = np.minimum(np.arange(b0, b1, dtype=np.float64) * cell + 0.5 * (cell - 1), h - 1)
+    qv, qu = np.meshgrid(cv, cu, indexing="ij")
+    simplex = tri.find_simplex(np.stack([qu.ravel(), qv.ravel()], axis=1) + _TIE_SHIFT)
+    corners = np.where(simplex[:, None] >= 0, tri.simplices[np.maximum(simplex, 0)], -1)
+    return corners.astype(np.int64).reshape(b1 - b0, wc, 3)
+
+
 def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, ridge: float, cell: int,
               chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(fill, misfit), both H x W, of one sample; ``value``/``mask`` are H x W."""
@@ -61,10 +90,12 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         zero = torch.zeros(h, w, device=dev, dtype=torch.float32)
         return zero, zero
     pts_u, pts_v = (pix % w).to(torch.int32), torch.div(pix, w, rounding_mode="floor").to(torch.int32)
-    q_pts = torch.exp(-value.reshape(-1)[pix].float())
+    q_pts = torch.exp(-value.reshape(-1)[pix].double())
     kk = min(k, n_pts)
     n_cand = min(3 * kk, n_pts)
-    tree = cKDTree(torch.stack([pts_u, pts_v], dim=1).cpu().numpy().astype(np.float64))
+    pts_np = torch.stack([pts_u, pts_v], dim=1).cpu().numpy().astype(np.float64)
+    tree = cKDTree(pts_np)
+    tri = _triangulate(pts_np) if n_pts > kk else None  # with every point a neighbour, corners add nothing
     # exact integer distances + the point's rank in a single int64 key: ties go to the lower pixel index
     shift = max(1, n_pts.bit_length())
     if h * h + w * w >= 2**31 or (h * h + w * w).bit_length() + shift > 62:
@@ -89,19 +120,29 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         ik = torch.topk(key, kk, dim=-1, largest=False).indices  # hb x cell x wc x cell x k
         del key
         nb = torch.gather(cand.expand(hb, cell, wc, cell, n_cand), -1, ik)
-        x = (pts_u[nb] - gu).float()
-        y = (pts_v[nb] - gv).float()
+        # + the corners of the block centre's Delaunay triangle that are not among the k nearest: they bracket the
+        # block, so the plane is pinned across a scan line's direction too (a stand-in neighbour at weight 0 else)
+        corners = torch.from_numpy(_block_corners(tri, b0, b1, w, h, cell)).to(dev).view(hb, 1, wc, 1, 3)
+        corners = corners.expand(hb, cell, wc, cell, 3)
+        extra = (corners >= 0) & ~(corners[..., :, None] == nb[..., None, :]).any(-1)
+        nb = torch.cat([nb, torch.where(extra, corners, nb[..., :1])], -1)  # hb x cell x wc x cell x (k + 3)
+        del corners
+        # the fit in float64: its sums cancel badly in float32 when the points are nearly collinear
+        x = (pts_u[nb] - gu).double()
+        y = (pts_v[nb] - gv).double()
         q = q_pts[nb]
         dk = x * x + y * y
-        r2 = dk.amax(-1, keepdim=True).clamp_min(1.0)  # k-th distance, squared
+        r2 = dk[..., :kk].amax(-1, keepdim=True).clamp_min(1.0)  # k-th nearest distance, squared
         scale = torch.sqrt(r2)
         x, y = x / scale, y / scale
         wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
-        # weighted sums per pixel; the 3 x 3 solve in float64 (its determinant cancels badly in float32)
-        s0, sx, sy = (t.sum(-1).double() for t in (wgt, wgt * x, wgt * y))
-        sxx, sxy, syy = (t.sum(-1).double() for t in (wgt * x * x, wgt * x * y, wgt * y * y))
+        wgt = torch.cat([wgt[..., :kk], torch.where(extra, wgt[..., kk:], 0.0)], -1)
+        del extra
+        # weighted sums per pixel and the 3 x 3 solve
+        s0, sx, sy = (t.sum(-1) for t in (wgt, wgt * x, wgt * y))
+        sxx, sxy, syy = (t.sum(-1) for t in (wgt * x * x, wgt * x * y, wgt * y * y))
         sxx, syy = sxx + ridge, syy + ridge
-        t0, tx, ty = (t.sum(-1).double() for t in (wgt * q, wgt * x * q, wgt * y * q))
+        t0, tx, ty = (t.sum(-1) for t in (wgt * q, wgt * x * q, wgt * y * q))
         # Cramer's rule, M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]: coefficient j = det(M with column j
         # replaced by t) / det(M); singular (relative to the diagonal, Hadamard's bound) -> the weighted mean
         det = s0 * (sxx * syy - sxy * sxy) - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
@@ -110,17 +151,17 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         ca = t0 * (sxx * syy - sxy * sxy) - sx * (tx * syy - sxy * ty) + sy * (tx * sxy - sxx * ty)
         cb = s0 * (tx * syy - sxy * ty) - t0 * (sx * syy - sxy * sy) + sy * (sx * ty - tx * sy)
         cc = s0 * (sxx * ty - tx * sxy) - sx * (sx * ty - tx * sy) + t0 * (sx * sxy - sxx * sy)
-        a = torch.where(safe, ca / dsafe, t0 / s0.clamp_min(1e-12)).float()
-        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb)).float()
-        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc)).float()
+        a = torch.where(safe, ca / dsafe, t0 / s0.clamp_min(1e-12))
+        cb = torch.where(safe, cb / dsafe, torch.zeros_like(cb))
+        cc = torch.where(safe, cc / dsafe, torch.zeros_like(cc))
         qmin, qmax = q.amin(-1), q.amax(-1)
         # misfit: the neighbours' largest relative distance from the (unclamped) plane, at most their log range
         plane = a[..., None] + cb[..., None] * x + cc[..., None] * y
         mis = torch.minimum(((q - plane).abs() / q).amax(-1), torch.log(qmax / qmin))
         a = torch.minimum(torch.maximum(a, qmin), qmax)
         band = slice(0, r1 - r0), slice(0, w)  # drop the padding of partial blocks
-        out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).reshape(hb * cell, wc * cell)[band]
-        misfit[r0:r1] = mis.reshape(hb * cell, wc * cell)[band]
+        out[r0:r1] = (-torch.log(a.clamp_min(1e-12))).float().reshape(hb * cell, wc * cell)[band]
+        misfit[r0:r1] = mis.float().reshape(hb * cell, wc * cell)[band]
     return out, misfit
 
 
