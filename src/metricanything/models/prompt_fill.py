@@ -127,22 +127,23 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         extra = (corners >= 0) & ~(corners[..., :, None] == nb[..., None, :]).any(-1)
         nb = torch.cat([nb, torch.where(extra, corners, nb[..., :1])], -1)  # hb x cell x wc x cell x (k + 3)
         del corners
-        # the fit in float64: its sums cancel badly in float32 when the points are nearly collinear
-        x = (pts_u[nb] - gu).double()
-        y = (pts_v[nb] - gv).double()
-        q = q_pts[nb]
-        dk = x * x + y * y
+        du = pts_u[nb] - gu
+        dv = pts_v[nb] - gv
+        dk = (du * du + dv * dv).float()  # exact (integers below 2^24)
         r2 = dk[..., :kk].amax(-1, keepdim=True).clamp_min(1.0)  # k-th nearest distance, squared
-        scale = torch.sqrt(r2)
-        x, y = x / scale, y / scale
         wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
-        wgt = torch.cat([wgt[..., :kk], torch.where(extra, wgt[..., kk:], 0.0)], -1)
-        del extra
-        # weighted sums per pixel and the 3 x 3 solve
-        s0, sx, sy = (t.sum(-1) for t in (wgt, wgt * x, wgt * y))
-        sxx, sxy, syy = (t.sum(-1) for t in (wgt * x * x, wgt * x * y, wgt * y * y))
-        sxx, syy = sxx + ridge, syy + ridge
-        t0, tx, ty = (t.sum(-1) for t in (wgt * q, wgt * x * q, wgt * y * q))
+        wgt = torch.cat([wgt[..., :kk], torch.where(extra, wgt[..., kk:], 0.0)], -1).double()
+        del extra, dk
+        # the weighted sums and the 3 x 3 solve in float64: they cancel badly in float32 when the points are nearly
+        # collinear (any positive weights keep a plane exact, so those may be float32)
+        scale = torch.sqrt(r2).double()
+        x, y = du / scale, dv / scale
+        q = q_pts[nb]
+        wx, wy = wgt * x, wgt * y
+        s0, sx, sy = wgt.sum(-1), wx.sum(-1), wy.sum(-1)
+        sxx, sxy, syy = (wx * x).sum(-1) + ridge, (wx * y).sum(-1), (wy * y).sum(-1) + ridge
+        t0, tx, ty = (wgt * q).sum(-1), (wx * q).sum(-1), (wy * q).sum(-1)
+        del wx, wy
         # Cramer's rule, M = [[s0, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]]: coefficient j = det(M with column j
         # replaced by t) / det(M); singular (relative to the diagonal, Hadamard's bound) -> the weighted mean
         det = s0 * (sxx * syy - sxy * sxy) - sx * (sx * syy - sxy * sy) + sy * (sx * sxy - sxx * sy)
