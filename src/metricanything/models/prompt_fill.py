@@ -1,29 +1,39 @@
 """Dense reference fills of a sparse prompt, used by the teacher as the depth it corrects.
 
 :func:`knn_plane_fill` is a parameter-free interpolator (no learning). Every pixel gets a local plane fitted to
-its ``k`` nearest prompt points, and the plane is fitted in **inverse depth**. A planar surface has inverse depth
-that is affine in the pixel coordinates (for z = 1/(a u + b v + c)), so on each plane the fill is exact. On the
-procedural scenes it beats Delaunay-linear interpolation: see ``docs/design.md`` for the figures.
+its ``k`` nearest prompt points plus the corners of the Delaunay triangle that contains it, and the plane is
+fitted in **inverse depth**. A planar surface has inverse depth that is affine in the pixel coordinates (for
+z = 1/(a u + b v + c)), so on each plane the fill is exact (up to the ridge, step 3). On the procedural scenes it
+beats Delaunay-linear interpolation: see ``docs/design.md`` for the figures.
+
+The triangle corners matter for scan-line prompts (LiDAR rows): there a pixel's k nearest points all lie on one
+line, so alone they fix no slope across it, and the fill would hold the nearer line's value up to half-way to
+the next line. The triangle has a corner on the other side, so the plane spans the gap.
 
 Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log depth l_i; q_i = exp(-l_i)):
 
 1. Candidates: the 3k points nearest to the centre of the pixel's ``cell`` x ``cell`` block. Then the pixel's k
    nearest points among them (distance ties go to the lower pixel index). ``cell=1`` is the exact search.
-2. Let r be the distance to the k-th one (at least 1 px). Coordinates d_i = (p_i - x) / r; weights
-   w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2).
+   Neighbours: those k, plus the corners of the triangle of the points' Delaunay triangulation (SciPy/Qhull)
+   that contains the pixel shifted by (2^-10, 0.618 * 2^-10) px (so no pixel lies on an edge), where they are
+   not among the k. None outside the convex hull, with <= k points, or when all points are collinear.
+2. Let r be the distance to the k-th nearest (at least 1 px; the corners do not widen it). Coordinates
+   d_i = (p_i - x) / r; weights w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2) for every neighbour.
 3. Solve a weighted least-squares fit q ~ a + b du + c dv, with ridge ``ridge`` on (b, c). Cramer's rule on the
-   3 x 3 normal equations (in float64); if they are singular (|det| <= 1e-12 times the product of the diagonal),
-   a is the weighted mean of q and b = c = 0.
-4. The fill at x is a, clamped to [min q_i, max q_i] of the k neighbours; it is returned as -ln a. Prompted
+   3 x 3 normal equations (sums and solve in float64); if they are singular (|det| <= 1e-12 times the product of
+   the diagonal), a is the weighted mean of q and b = c = 0. The ridge shrinks a slope that only a far corner
+   supports (by about ``ridge`` (|d|/r)^2): a corner 5 r away moves a plane's fill by ~1e-4 relative.
+4. The fill at x is a, clamped to [min q_i, max q_i] of the neighbours; it is returned as -ln a. Prompted
    pixels return their own value exactly. Samples without points return 0.
-5. Optionally, the misfit at x: max_i |q_i - (a + b du_i + c dv_i)| / q_i over the k neighbours (the unclamped
+5. Optionally, the misfit at x: max_i |q_i - (a + b du_i + c dv_i)| / q_i over the neighbours (the unclamped
    plane), at most ln(max q_i / min q_i): how far, in relative depth, the local prompt is from being one plane
    (0 where it is planar), never more than its own log-depth range.
 
 Every prompt point is used, at any resolution. Cost: the block candidates come from a k-d tree of the sample's
-points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), and the per-pixel step runs over bands of
-rows of at most ``chunk`` pixel x candidate entries. So memory is O(P + chunk) and time O(P log P + H W k), with
-no pixel x point distance matrix. Each sample is filled on its own (batch-independent). ``benchmarks/
+points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), the triangles from one Delaunay
+triangulation (O(P log P), O(P) memory) walked pixel by pixel in row order, and the per-pixel step runs over bands
+of rows of at most ``chunk`` pixel x candidate entries. So memory is O(P + chunk) and time O(P log P + H W k),
+with no pixel x point distance matrix. Each sample is filled on its own (batch-independent). ``benchmarks/
 prompt_fill_scaling.py`` prints the measured seconds and memory.
 """
 
@@ -50,8 +60,8 @@ def _block_candidates(tree: cKDTree, n_cand: int, b0: int, b1: int, w: int, h: i
     return np.asarray(idx, dtype=np.int64).reshape(b1 - b0, wc, n_cand)
 
 
-#: Shift of the block centres for the triangle look-up: a centre on a triangle's edge (integer points, centres on a
-#: half-pixel grid) would otherwise get either triangle, depending on SciPy's walk; shifted, it lies in exactly one.
+#: Shift of the pixels for the triangle look-up: a pixel on a triangle's edge (pixels and points are on the same
+#: integer grid) would otherwise get either triangle, depending on SciPy's walk; shifted, it lies in exactly one.
 _TIE_SHIFT = np.array([2.0**-10, 2.0**-10 * 0.6180339887498949])
 
 
@@ -65,18 +75,16 @@ def _triangulate(pts: np.ndarray) -> Delaunay | None:
         return None
 
 
-def _block_corners(tri: Delaunay | None, b0: int, b1: int, w: int, h: int, cell: int) -> np.ndarray:
-    """Indices (rows b0..b1 of blocks x blocks per row x 3) of the corners of the Delaunay triangle that contains
-    each block centre; -1 outside the points' convex hull or without a triangulation."""
-    wc = -(-w // cell)
+def _pixel_corners(tri: Delaunay | None, r0: int, r1: int, w: int) -> np.ndarray:
+    """Indices (rows r0..r1 x w x 3) of the corners of the Delaunay triangle that contains each pixel; -1 outside
+    the points' convex hull or without a triangulation."""
     if tri is None:
-        return np.full((b1 - b0, wc, 3), -1, dtype=np.int64)
-    cu = np.minimum(np.arange(wc, dtype=np.float64) * cell + 0.5 * (cell - 1), w - 1)
-    cv = np.minimum(np.arange(b0, b1, dtype=np.float64) * cell + 0.5 * (cell - 1), h - 1)
-    qv, qu = np.meshgrid(cv, cu, indexing="ij")
+        return np.full((r1 - r0, w, 3), -1, dtype=np.int64)
+    qv, qu = np.meshgrid(np.arange(r0, r1, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    # row-major queries: SciPy's walk starts from the previous pixel's triangle, so each look-up is short
     simplex = tri.find_simplex(np.stack([qu.ravel(), qv.ravel()], axis=1) + _TIE_SHIFT)
     corners = np.where(simplex[:, None] >= 0, tri.simplices[np.maximum(simplex, 0)], -1)
-    return corners.astype(np.int64).reshape(b1 - b0, wc, 3)
+    return corners.astype(np.int64).reshape(r1 - r0, w, 3)
 
 
 def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, ridge: float, cell: int,
@@ -120,10 +128,10 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         ik = torch.topk(key, kk, dim=-1, largest=False).indices  # hb x cell x wc x cell x k
         del key
         nb = torch.gather(cand.expand(hb, cell, wc, cell, n_cand), -1, ik)
-        # + the corners of the block centre's Delaunay triangle that are not among the k nearest: they bracket the
-        # block, so the plane is pinned across a scan line's direction too (a stand-in neighbour at weight 0 else)
-        corners = torch.from_numpy(_block_corners(tri, b0, b1, w, h, cell)).to(dev).view(hb, 1, wc, 1, 3)
-        corners = corners.expand(hb, cell, wc, cell, 3)
+        # + the corners of the pixel's Delaunay triangle that are not among its k nearest: they surround the pixel,
+        # so the plane is pinned across a scan line's direction too (a stand-in neighbour at weight 0 else)
+        corners = torch.from_numpy(_pixel_corners(tri, b0 * cell, b1 * cell, wc * cell)).to(dev)
+        corners = corners.view(hb, cell, wc, cell, 3)
         extra = (corners >= 0) & ~(corners[..., :, None] == nb[..., None, :]).any(-1)
         nb = torch.cat([nb, torch.where(extra, corners, nb[..., :1])], -1)  # hb x cell x wc x cell x (k + 3)
         del corners
