@@ -190,7 +190,7 @@ def knn_plane_fill(
     Uses every prompt point. ``cell`` is the block size of the candidate search (1 = exact k nearest);
     ``chunk`` bounds the pixel x candidate entries held at once (memory only, not the result).
     With ``return_misfit`` also returns the misfit (B x 1 x H x W, step 5 of the module doc; 0 for samples
-    without points): how far the pixel's k nearest prompt points are from one plane in inverse depth.
+    without points): how far the pixel's neighbours (step 1) are from one plane in inverse depth.
     """
     if value.ndim != 4 or value.shape[1] != 1 or mask.shape != value.shape:
         raise ValueError(f"knn_plane_fill needs B x 1 x H x W value and mask, got {tuple(value.shape)}, "
