@@ -125,7 +125,8 @@ def _brute_force_fill(value: np.ndarray, mask: np.ndarray, k: int = 8, cell: int
             cand = np.lexsort((np.arange(len(pv)), (pu - cx) ** 2 + (pv - cy) ** 2))[:nc]
             d2 = (pu[cand] - x) ** 2 + (pv[cand] - y) ** 2
             nb = cand[np.lexsort((cand, d2))[:kk]]
-            simplex = int(tri.find_simplex(np.array([[x + 2.0**-10, y + 2.0**-10 * 0.6180339887498949]]))[0]) if tri is not None else -1
+            shifted = np.array([[x + 2.0**-10, y + 2.0**-10 * 0.6180339887498949]])  # off every edge
+            simplex = int(tri.find_simplex(shifted)[0]) if tri is not None else -1
             corners = [c for c in (tri.simplices[simplex] if simplex >= 0 else []) if c not in nb]
             nb = np.concatenate([nb, np.asarray(corners, dtype=np.int64)])
             du, dv = (pu[nb] - x).astype(np.float64), (pv[nb] - y).astype(np.float64)

@@ -32,9 +32,9 @@ Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log de
 Every prompt point is used, at any resolution. Cost: the block candidates come from a k-d tree of the sample's
 points (SciPy's ``cKDTree``: O(P log P) to build, O(log P) per block), the triangles from one Delaunay
 triangulation (O(P log P), O(P) memory) walked pixel by pixel in row order, and the per-pixel step runs over bands
-of rows of at most ``chunk`` pixel x candidate entries. So memory is O(P + chunk) and time O(P log P + H W k),
-with no pixel x point distance matrix. Each sample is filled on its own (batch-independent). ``benchmarks/
-prompt_fill_scaling.py`` prints the measured seconds and memory.
+of rows of at most ``chunk`` pixel x (candidate + 3 x neighbour) entries. So memory is O(P + chunk) and time
+O(P log P + H W k), with no pixel x point distance matrix. Each sample is filled on its own (batch-independent).
+``benchmarks/prompt_fill_scaling.py`` prints the measured seconds and memory.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
     # pixel (u, v) = block (bu, bv) * cell + (ou, ov): distances broadcast over the cell x cell pixels of each block
     gu = (torch.arange(wc, device=dev, dtype=torch.int32)[:, None] * cell
           + torch.arange(cell, device=dev, dtype=torch.int32)).view(1, 1, wc, cell, 1)
-    step = max(cell, (max(1, chunk // (w * 3 * k)) // cell) * cell)  # rows per band, a multiple of cell
+    # rows per band, a multiple of cell: a pixel holds 3k candidates and k + 3 neighbours (float64, ~3x the bytes)
+    step = max(cell, (max(1, chunk // (w * (3 * k + 3 * (k + 3)))) // cell) * cell)
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
         b0, b1 = r0 // cell, -(-r1 // cell)
@@ -188,7 +189,7 @@ def knn_plane_fill(
     """Dense relative log depth (B x 1 x H x W) from a sparse one (``value`` where ``mask``); see the module doc.
 
     Uses every prompt point. ``cell`` is the block size of the candidate search (1 = exact k nearest);
-    ``chunk`` bounds the pixel x candidate entries held at once (memory only, not the result).
+    ``chunk`` bounds the pixel x (candidate + 3 x neighbour) entries held at once (memory only, not the result).
     With ``return_misfit`` also returns the misfit (B x 1 x H x W, step 5 of the module doc; 0 for samples
     without points): how far the pixel's neighbours (step 1) are from one plane in inverse depth.
     """
