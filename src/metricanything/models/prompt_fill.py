@@ -138,7 +138,7 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         del corners
         du = pts_u[nb] - gu
         dv = pts_v[nb] - gv
-        dk = (du * du + dv * dv).float()  # exact (integers below 2^24)
+        dk = (du * du + dv * dv).float()  # squared distances (weights only: float32 suffices)
         r2 = dk[..., :kk].amax(-1, keepdim=True).clamp_min(1.0)  # k-th nearest distance, squared
         wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
         wgt = torch.cat([wgt[..., :kk], torch.where(extra, wgt[..., kk:], 0.0)], -1).double()
