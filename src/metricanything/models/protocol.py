@@ -87,13 +87,15 @@ def student_predict_depth(
     if bool(unknown.any()) and getattr(model, "fov", None) is None:
         raise InvalidInputError("the student has no field-of-view head, so every image needs a focal length")
     xn = imagenet_normalise(image).to(weight_dtype(model))
+    # low precision (an active autocast, e.g. api.infer's bf16, or low-precision weights): the fast path
+    fast = torch.is_autocast_enabled(xn.device.type) or xn.dtype != torch.float32
     out: dict[str, torch.Tensor] = {}
     if bool(unknown.any()):  # one pass with the FoV head's focal estimate
-        out = model.infer(xn, f_px=None)
+        out = model.infer(xn, f_px=None, fast=fast)
         f_est = out["f_px"].reshape(-1).to(torch.float64).cpu().expand(b)
         f = torch.where(unknown, f_est, f)
     if not bool(unknown.all()):  # (another) pass with the known focal lengths
-        out = model.infer(xn, f_px=f)
+        out = model.infer(xn, f_px=f, fast=fast)
     inverse = out["inverse_depth"].reshape(b, 1, h, w)
     return {
         "depth": out["depth"].reshape(b, 1, h, w),

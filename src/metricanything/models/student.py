@@ -17,9 +17,10 @@ Structure (names follow the official state dict so the released checkpoint loads
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "split_tiles",
     "merge_tiles",
     "DEFAULT_F_PX",
+    "FAST_DTYPE",
     "INVERSE_DEPTH_CLAMP",
 ]
 
@@ -50,6 +52,9 @@ __all__ = [
 DEFAULT_F_PX = 1000.0
 #: Clamp applied to inverse depth before taking depth = 1 / inverse depth (official values).
 INVERSE_DEPTH_CLAMP = (1e-3, 1e3)
+#: Compute dtype of the fast CPU inference path (``Student.infer(..., fast=True)``): bf16, the CPU's low-precision
+#: format (fp16 is emulated on CPUs).
+FAST_DTYPE = torch.bfloat16
 #: Initial bias of the head's last conv (canonical inverse depth of a fresh model; see ``Student.__init__``).
 HEAD_BIAS_INIT = 0.1
 #: Encoder output used by decoder conv i (official wiring: x0, latent3, latent2, latent1, latent0, x1, global).
@@ -411,6 +416,7 @@ class Student(nn.Module):
             nn.init.normal_(last.weight, std=0.01 / math.sqrt(last.weight[0].numel()))
             nn.init.constant_(last.bias, HEAD_BIAS_INIT)
         self.fov = FovHead(cfg.decoder_features) if cfg.use_fov_head else None
+        self.channels_last = False  # decoder / head activations in channels-last layout (fast path)
 
     @property
     def network_size(self) -> int:
@@ -421,10 +427,16 @@ class Student(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2:] != (s, s):
             raise InvalidInputError(f"Student.forward expects (B,3,{s},{s}), got {tuple(x.shape)}")
 
+    def _encode(self, x: Tensor) -> list[Tensor]:
+        enc = self.encoder(x)
+        if self.channels_last:
+            enc = [e.contiguous(memory_format=torch.channels_last) for e in enc]
+        return enc
+
     def forward_with_fov(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(canonical inverse depth (B,1,S,S), fov_x in degrees (B,) or None without a FoV head)."""
         self._check_input(x)
-        feats, lowres = self.decoder(self.encoder(x))
+        feats, lowres = self.decoder(self._encode(x))
         c = self.head(feats)
         fov = self.fov(lowres) if self.fov is not None else None
         return c, fov
@@ -432,11 +444,32 @@ class Student(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Canonical inverse depth (B,1,S,S) of an ImageNet-normalised (B,3,S,S) input."""
         self._check_input(x)
-        feats, _ = self.decoder(self.encoder(x))
+        feats, _ = self.decoder(self._encode(x))
         return self.head(feats)
 
+    @contextlib.contextmanager
+    def fast_mode(self, device_type: str = "cpu") -> Iterator[None]:
+        """Fast inference settings for the duration of the block.
+
+        bf16 autocast (:data:`FAST_DTYPE`; skipped when an autocast is already active for ``device_type``, e.g.
+        :func:`metricanything.api.infer`'s, or when the weights are already low precision), channels-last
+        decoder / head activations and the fused in-place RoPE of the ViT (:func:`~metricanything.models.vit.
+        apply_rope_fused`, active without grad only). The previous settings are restored on exit.
+        """
+        vit = self.encoder.patch_encoder
+        saved = (self.channels_last, vit.fused_rope)
+        weight_dtype = next(self.parameters()).dtype
+        with contextlib.ExitStack() as stack:
+            if weight_dtype == torch.float32 and not torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type=device_type, dtype=FAST_DTYPE))
+            self.channels_last, vit.fused_rope = True, True
+            try:
+                yield
+            finally:
+                self.channels_last, vit.fused_rope = saved
+
     @torch.no_grad()
-    def infer(self, x: Tensor, f_px: float | Tensor | None = None) -> dict[str, Tensor]:
+    def infer(self, x: Tensor, f_px: float | Tensor | None = None, fast: bool = False) -> dict[str, Tensor]:
         """Official inference conventions on an ImageNet-normalised image at its original size.
 
         The image (B,3,H,W) or (3,H,W) is squashed to S x S (bilinear, ``align_corners=False``, no antialias);
@@ -446,6 +479,10 @@ class Student(nn.Module):
         official output: ``depth``, ``inverse_depth`` (clamped; = 1/depth), ``f_px`` and, with a FoV head,
         ``fov_x_deg``. With a FoV head, a per-image ``f_px`` tensor may hold NaN for "unknown": those images use
         the estimate (one network pass for mixed batches).
+
+        ``fast``: run the network under :meth:`fast_mode` (bf16 autocast, channels-last decoder, fused RoPE);
+        its outputs are cast to float32 before the post-processing above (then done in float32). The default
+        path is unchanged (bit for bit).
         """
         if x.ndim == 3:
             x = x.unsqueeze(0)
@@ -456,7 +493,13 @@ class Student(nn.Module):
         resize = h != s or w != s
         if resize:
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
-        c, fov = self.forward_with_fov(x)
+        if fast:
+            with self.fast_mode(x.device.type):
+                c, fov = self.forward_with_fov(x)
+            c = c.float()
+            fov = fov.float() if fov is not None else None
+        else:
+            c, fov = self.forward_with_fov(x)
         out: dict[str, Tensor] = {}
         if fov is not None:
             out["fov_x_deg"] = fov.squeeze()

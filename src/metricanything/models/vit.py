@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,8 @@ __all__ = [
     "convert_backbone_state_dict",
     "rope_periods",
     "rope_sin_cos",
+    "FusedRope",
+    "apply_rope_fused",
     "swiglu_hidden_dim",
 ]
 
@@ -240,6 +242,41 @@ def _apply_rope(x: Tensor, sin: Tensor, cos: Tensor, n_prefix: int) -> Tensor:
     return torch.cat([prefix, patches], dim=2).to(dtype)
 
 
+class FusedRope(NamedTuple):
+    """RoPE tables for :func:`apply_rope_fused`: one half of the (repeated) angle vector, (h*w, 1, 1, hd/2)."""
+
+    sin: Tensor
+    cos: Tensor
+
+    @classmethod
+    def from_sin_cos(cls, sin: Tensor, cos: Tensor) -> FusedRope:
+        """From the full tables of :func:`rope_sin_cos` (whose two halves are equal)."""
+        half = sin.shape[-1] // 2
+        return cls(sin[:, None, None, :half].contiguous(), cos[:, None, None, :half].contiguous())
+
+
+def apply_rope_fused(qkv: Tensor, rope: FusedRope, n_prefix: int) -> Tensor:
+    """Rotate q and k of a packed (B, N, 3, heads, hd) qkv tensor in place, in one pass over both.
+
+    Same rotation as :func:`_apply_rope` (patch tokens only, computed in float32, written back in the input
+    dtype) without the ``rotate_half`` concatenation and the low-precision -> float32 copies: with halves
+    (x1, x2) and the half tables (c, s), x1' = x1 c - x2 s and x2' = x2 c + x1 s (multiply-add, so equal to
+    :func:`_apply_rope` to float rounding, not bit for bit). Inference helper: the in-place write is not for
+    autograd.
+    """
+    half = qkv.shape[-1] // 2
+    qk = qkv[:, n_prefix:, :2]
+    x1, x2 = qk[..., :half], qk[..., half:]
+    c, s = rope.cos, rope.sin
+    r1 = x1 * c  # float32 (type promotion) for low-precision inputs
+    r1.addcmul_(x2, s, value=-1.0)
+    r2 = x2 * c
+    r2.addcmul_(x1, s)
+    x1.copy_(r1)
+    x2.copy_(r2)
+    return qkv
+
+
 class RopeEmbedding(nn.Module):
     """Holds the ``periods`` buffer (persistent, so checkpoints carry its exact bits)."""
 
@@ -305,9 +342,12 @@ class Attention(nn.Module):
         self.qkv = QKVLinear(dim, qkv_bias, mask_k_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, n_prefix: int = 0) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | FusedRope | None = None, n_prefix: int = 0) -> Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        if isinstance(rope, FusedRope):
+            qkv = apply_rope_fused(qkv, rope, n_prefix)
+            rope = None
         q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))
         if rope is not None:
             sin, cos = rope
@@ -388,7 +428,7 @@ class Block(nn.Module):
             LayerScale(d, cfg.layer_scale_init) if cfg.layer_scale_init is not None else nn.Identity()
         )
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None, n_prefix: int = 0) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | FusedRope | None = None, n_prefix: int = 0) -> Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), rope, n_prefix))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
@@ -414,6 +454,7 @@ class VisionTransformer(nn.Module):
         self.num_register_tokens = cfg.num_register_tokens
         self.num_prefix_tokens = cfg.num_prefix_tokens
         self.grad_checkpointing = False
+        self.fused_rope = False  # set by the student's fast inference path (see ``_rope``)
         d = cfg.embed_dim
         # Parameter creation order follows each layout's official state-dict order.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
@@ -522,8 +563,14 @@ class VisionTransformer(nn.Module):
             prefix.append(reg.expand(b, -1, -1))
         return torch.cat(prefix + [t], dim=1), h, w
 
-    def _rope(self, h: int, w: int) -> tuple[Tensor, Tensor] | None:
-        return self.rope_embed(h, w) if self.rope_embed is not None else None
+    def _rope(self, h: int, w: int) -> tuple[Tensor, Tensor] | FusedRope | None:
+        if self.rope_embed is None:
+            return None
+        sin, cos = self.rope_embed(h, w)
+        # fused RoPE writes q/k in place: used by the fast inference path (``fused_rope = True``) without grad
+        if self.fused_rope and not torch.is_grad_enabled():
+            return FusedRope.from_sin_cos(sin, cos)
+        return sin, cos
 
     def _run_blocks(self, x: Tensor, indices: Sequence[int], stop_early: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Run the blocks; returns (last computed tokens, raw outputs of blocks ``indices`` in order)."""
