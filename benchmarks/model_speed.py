@@ -155,21 +155,41 @@ def _full_student(size: int):
 
 
 def _official_model(path: str, size: int):
-    """The authors' model (checkout at ``path``) with the weights of :func:`_full_student`."""
+    """The authors' model (checkout at ``path``) with the weights of :func:`_full_student`.
+
+    Their encoder hard-codes the 384 tile (1536 input): at another ``size`` its tile split and the merge trims
+    (3 and 6 tokens = n/8, n/4 for n = 24) are rescaled on the instance, nothing else is changed.
+    """
+    import math
+    import types
+
     import torch
 
-    sys.path.insert(0, os.path.join(path, "models", "student_depthmap"))
+    root = os.path.join(os.path.abspath(path), "models", "student_depthmap")
+    sys.path.insert(0, root)
+    os.chdir(root)  # their create_vit loads the backbone with torch.hub.load("network", source="local")
     from depth_model import create_model  # the official package layout
 
     sd = _full_student(size).state_dict()
     model = create_model().eval()
-    vit = model.encoder.patch_encoder
-    vit.patch_embed.img_size = (size // 4, size // 4)
-    if hasattr(model.encoder, "img_size") and not isinstance(type(model.encoder).__dict__.get("img_size"), property):
-        model.encoder.img_size = size
     model.load_state_dict(sd, strict=True)
     del sd
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    tile = size // 4
+    if tile != 384:
+        enc = model.encoder
+        n = tile // 16
+        enc.patch_encoder.patch_embed.img_size = (tile, tile)
+        enc.out_size = n
+        merge = enc.merge
+
+        def split(self, x, overlap_ratio: float = 0.25):  # their split with ``tile`` for the constant 384
+            stride = int(tile * (1 - overlap_ratio))
+            steps = int(math.ceil((x.shape[-1] - tile) / stride)) + 1
+            return torch.cat([x[..., j * stride : j * stride + tile, i * stride : i * stride + tile]
+                              for j in range(steps) for i in range(steps)], dim=0)
+
+        enc.split = types.MethodType(split, enc)
+        enc.merge = lambda x, batch_size, padding=3: merge(x, batch_size, {3: n // 8, 6: n // 4}[padding])
     return model
 
 
