@@ -31,7 +31,6 @@ from torch import nn
 from metricanything.errors import CheckpointError
 from metricanything.models.pointmap import PointMapModel, from_official_checkpoint
 from metricanything.models.pointmap_config import POINTMAP_PRESETS, PointMapConfig, pointmap_config
-from metricanything.models.protocol import student_predict_depth
 from metricanything.models.student import STUDENT_PRESETS, Student, StudentConfig, student_config
 from metricanything.models.teacher import TEACHER_PRESETS, Teacher, TeacherConfig, teacher_config
 
@@ -114,7 +113,7 @@ _SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             kind="student", model_class=Student, config_class=StudentConfig, preset=student_config,
             presets=tuple(STUDENT_PRESETS), takes_prompt=False, focal_estimator="the model's field-of-view head",
-            estimates_focal=lambda cfg: bool(cfg.use_fov_head), predict=student_predict_depth,
+            estimates_focal=lambda cfg: bool(cfg.use_fov_head), predict=Student.predict_depth,
             focal_origin="model FoV head", load_official=_student_official,
         ),
         ModelSpec(

@@ -392,6 +392,8 @@ def fov_to_focal(fov_x_deg: Tensor, width: float) -> Tensor:
 class Student(nn.Module):
     """Prompt-free student. ``forward`` returns canonical inverse depth C (B,1,S,S); see :meth:`infer`."""
 
+    kind = "student"
+
     def __init__(self, cfg: StudentConfig | None = None) -> None:
         super().__init__()
         cfg = cfg if cfg is not None else StudentConfig()
@@ -432,6 +434,23 @@ class Student(nn.Module):
         if self.channels_last:
             enc = [e.contiguous(memory_format=torch.channels_last) for e in enc]
         return enc
+
+    @property
+    def config(self) -> StudentConfig:
+        """Alias of :attr:`cfg` (the call protocol's name)."""
+        return self.cfg
+
+    @property
+    def estimates_focal(self) -> bool:
+        """True when the model has a field-of-view head."""
+        return bool(self.cfg.use_fov_head)
+
+    def predict_depth(self, image: Tensor, f_px: Tensor | float | None, prompt_depth: Tensor | None = None,
+                      prompt_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """The call protocol of every model kind (``models/protocol.py``); NaN ``f_px`` = use the FoV head."""
+        from metricanything.models.protocol import student_predict_depth
+
+        return student_predict_depth(self, image, f_px, prompt_depth, prompt_mask)
 
     def forward_with_fov(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(canonical inverse depth (B,1,S,S), fov_x in degrees (B,) or None without a FoV head)."""
