@@ -10,7 +10,11 @@ Subcommands:
   reproduce the fp32 model's depth.
 * ``card --kind K --run RUN --dest DIR --eval DIR ... --command CMD ...``: write ``MODEL_CARD.md`` and
   ``training.json`` next to the installed weights from the run's summary and the ``metricanything eval``
-  outputs (``metrics.json``), plus a FoV-head check for the student.
+  outputs (``metrics.json``), plus a FoV-head check for the student; ``--real-frames JSON`` adds the real-frame
+  section.
+* ``real-frames --kind K --json JSON [--dest DIR] [--command CMD] [--remark TEXT]``: write (or replace) the
+  "Real frames" section of an existing ``MODEL_CARD.md`` from the output of
+  ``python benchmarks/real_frames.py --json JSON`` (weights and ``training.json`` untouched).
 """
 
 from __future__ import annotations
@@ -200,6 +204,103 @@ def _views_line(kind: str, train_cfg: str, model_cfg: dict[str, Any]) -> list[st
             "network resolution, on every output pixel (docs/design.md, \"Striped student\").", ""]  # fmt: skip
 
 
+REAL_FRAMES_HEADING = "## Real frames"
+REAL_FRAMES_COMMAND = "python benchmarks/real_frames.py --json runs/real_frames.json"
+
+
+def _real_frames_record(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """This model's figures from a ``benchmarks/real_frames.py --json`` output (headline means, comparisons)."""
+    if kind not in data.get("results", {}):
+        raise SystemExit(f"the real-frames JSON has no {kind!r} predictor (it has {', '.join(data.get('results', {}))})")
+    ref = data.get("reference")
+    def head(r: dict[str, Any] | None) -> dict[str, float] | None:
+        h = (r or {}).get("headline")
+        return None if h is None else {k: h[k] for k in ("abs_rel", "delta1", "rmse") if k in h}
+
+    heads = {name: {col: head(r) for col, r in cols.items()} for name, cols in data["results"].items()}
+    return {
+        "frames_root": data.get("frames_root"),
+        "num_frames": data.get("num_samples"),
+        "benchmark": data["benchmark"]["name"],
+        "description": data["benchmark"].get("description"),
+        "source": data["benchmark"].get("source"),
+        "reference": ref,
+        "headline": heads,
+        "comparisons": {col: c[kind] for col, c in (data.get("comparisons") or {}).items() if kind in c},
+        "seconds_per_frame": (data.get("seconds_per_image") or {}).get(kind),
+    }
+
+
+def _real_frames_section(kind: str, rec: dict[str, Any], command: list[str], remark: list[str]) -> list[str]:
+    """Markdown lines of the card's "Real frames" section from :func:`_real_frames_record`: this model's AbsRel and
+    δ1 per prompt column next to the baselines and the oracle constant (other models of the run left out)."""
+    f = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+    heads, ref = rec["headline"], rec["reference"]
+    frames = (rec.get("description") or "").split(": ")[0]
+    licences = (rec.get("source") or "").split(". ")[0].replace(" (", ": ").rstrip(")")
+    lines = [
+        f"{REAL_FRAMES_HEADING} ({rec['frames_root']}, {rec['num_frames']} frames)",
+        "",
+        f"{frames}; evaluation only, never used in training, kept outside the package under their own licences "
+        f"({licences}). Protocol `{rec['benchmark']}`: completion prompts scored on the held-out valid pixels, "
+        "monocular (`none`) with the frames' intrinsics on every valid pixel, no alignment (README, \"Real "
+        "frames\"; docs/design.md). Measured on these installed fp16 weights with:",
+        "",
+        "```bash",
+        *(command or [REAL_FRAMES_COMMAND]),
+        "```",
+        "",
+    ]
+    cols = [c for c, h in heads[kind].items() if h is not None]
+    others = [n for n in heads if n.startswith(("baseline:", "oracle:")) and any(heads[n].get(c) for c in cols)]
+    names, ratios = [kind, *others], bool(rec["comparisons"])
+    lines += ["| prompt | " + " | ".join(f"{n} AbsRel ↓" for n in names) + " | "
+              + " | ".join(f"{n} δ1 ↑" for n in names)
+              + (f" | {kind} / {ref} AbsRel, geometric mean over frames (frames worse)" if ratios else "") + " |",
+              "|---|" + "---|" * (2 * len(names) + ratios)]  # fmt: skip
+    for col in cols:
+        c = rec["comparisons"].get(col)
+        ratio = "–" if c is None else f"{c['geomean_ratio']:.3f} ({c['frames_worse']} of {c['frames']})"
+        absrel = [f((heads[n].get(col) or {}).get("abs_rel")) for n in names]
+        delta = [f((heads[n].get(col) or {}).get("delta1")) for n in names]
+        lines.append(f"| {col} | " + " | ".join(absrel) + " | " + " | ".join(delta) + (f" | {ratio}" if ratios else "") + " |")
+    lines.append("")
+    mono, orc = heads[kind].get("none"), (heads.get("oracle:constant") or {}).get("none")
+    if mono is not None and orc is not None:
+        lines += [f"Monocular: mean δ1 **{mono['delta1']:.3f}** vs **{orc['delta1']:.3f}** for the per-frame oracle "
+                  f"constant (the δ1-optimal single depth, which sees the GT); mean AbsRel {mono['abs_rel']:.3f} vs "
+                  f"{orc['abs_rel']:.3f}.", ""]  # fmt: skip
+    if rec.get("seconds_per_frame") is not None:
+        lines += [f"{rec['seconds_per_frame']:.2f} s per frame and prompt column on the CPU.", ""]
+    if remark:
+        lines += [" ".join(remark), ""]
+    return lines
+
+
+def _with_section(card: str, section: list[str], heading: str, before: str) -> str:
+    """``card`` with the section starting at ``heading`` replaced by ``section`` (else inserted before ``before``)."""
+    lines = card.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        return "\n".join(lines[:start] + section + lines[end:])
+    at = next((i for i, line in enumerate(lines) if line.startswith(before)), len(lines))
+    return "\n".join(lines[:at] + section + lines[at:])
+
+
+def cmd_real_frames(args: argparse.Namespace) -> int:
+    dest = Path(args.dest) if args.dest else DEFAULT_DEST / args.kind
+    card_path = dest / "MODEL_CARD.md"
+    if not card_path.is_file():
+        raise SystemExit(f"{card_path}: missing (write the card with `card` first)")
+    rec = _real_frames_record(args.kind, json.loads(Path(args.json).read_text(encoding="utf-8")))
+    section = _real_frames_section(args.kind, rec, args.command, args.remark)
+    write_text_atomic(card_path, _with_section(card_path.read_text(encoding="utf-8"), section, REAL_FRAMES_HEADING,
+                                               "## Intended use"))  # fmt: skip
+    print(f"updated {card_path} (training.json, written by `card`, is left as it is)")
+    return 0
+
+
 def cmd_card(args: argparse.Namespace) -> int:
     from metricanything import __version__
     from metricanything.models.checkpoint import from_pretrained
@@ -216,6 +317,10 @@ def cmd_card(args: argparse.Namespace) -> int:
     knobs = {k: os.environ[k] for k in ("BUNDLED_MINUTES", "BUNDLED_MIN_STEPS", "BUNDLED_STAGES", "BUNDLED_STUDENT_STEPS") if k in os.environ}
     fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
     fidelity = _prompt_fidelity(dest) if args.kind == "teacher" else None
+    real = (_real_frames_record(args.kind, json.loads(Path(args.real_frames).read_text(encoding="utf-8")))
+            if args.real_frames else None)  # fmt: skip
+    if real is not None:
+        real["commands"] = args.real_frames_command or [REAL_FRAMES_COMMAND]
     size = (dest / "model.safetensors").stat().st_size
     record = {
         "kind": args.kind,
@@ -233,6 +338,7 @@ def cmd_card(args: argparse.Namespace) -> int:
         "fov_head_check": fov,
         "prompt_fidelity": fidelity,
         "fp16_check": fp16,
+        "real_frames": real,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "metricanything_version": __version__,
         "environment": f"Python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU(s), "
@@ -323,6 +429,8 @@ def cmd_card(args: argparse.Namespace) -> int:
     if fp16:
         lines += [f"fp16 weights vs the fp32 training output: max relative depth difference "
                   f"{fp16.get('max_rel_depth_diff_fp16_vs_fp32', float('nan')):.2e} on a probe image.", ""]  # fmt: skip
+    if real is not None:
+        lines += _real_frames_section(args.kind, real, args.real_frames_command, [])
     lines += [
         "## Intended use",
         "",
@@ -368,8 +476,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="how the run was set up (budget, stages); default: steps from `plan`")
+    p.add_argument("--real-frames", default=None, metavar="JSON", help="benchmarks/real_frames.py --json output")
+    p.add_argument("--real-frames-command", action="append", default=[], metavar="CMD",
+                   help="the command that wrote --real-frames (default: the plain benchmark command)")
+    p = sub.add_parser("real-frames", help="write the real-frame section of an existing MODEL_CARD.md")
+    p.add_argument("--kind", choices=("teacher", "student"), required=True)
+    p.add_argument("--json", required=True, help="benchmarks/real_frames.py --json output")
+    p.add_argument("--dest", default=None, help="default: src/metricanything/assets/models/<kind>")
+    p.add_argument("--command", action="append", default=[], metavar="CMD", help="the command that wrote --json")
+    p.add_argument("--remark", action="append", default=[], metavar="TEXT", help="a sentence added to the section")
     args = parser.parse_args(argv)
-    return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card}[args.cmd](args)
+    return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card, "real-frames": cmd_real_frames}[args.cmd](args)
 
 
 if __name__ == "__main__":
