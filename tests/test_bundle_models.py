@@ -85,3 +85,53 @@ def test_card_records_commands_data_and_metrics(tmp_path, bundle):
     with pytest.raises(SystemExit, match="missing"):
         bundle.main(["card", "--kind", "teacher", "--run", str(run), "--dest", str(dest), "--config", "c.yaml",
                      "--eval", str(tmp_path / "nope")])  # fmt: skip
+
+
+def _real_frames_json(path: Path, with_student: bool = True) -> Path:
+    """A small ``benchmarks/real_frames.py --json`` output: teacher, student, a baseline and the oracle constant."""
+    h = lambda a, d: {"headline": {"abs_rel": a, "delta1": d, "rmse": 1.0}}  # noqa: E731
+    results = {
+        "teacher": {"frac:0.01": h(0.0128, 0.9941), "none": h(0.9226, 0.2090)},
+        "baseline:linear": {"frac:0.01": h(0.0162, 0.9935), "none": None},
+        "oracle:constant": {"frac:0.01": None, "none": h(0.2995, 0.5110)},
+    }
+    if with_student:
+        results["student"] = {"frac:0.01": None, "none": h(0.5465, 0.2098)}
+    data = {
+        "benchmark": {"name": "real_dev", "description": "13 real RGB-D frames: test", "source": "frames (see README)"},
+        "num_samples": 13, "frames_root": "../shared/real_frames", "reference": "baseline:linear",
+        "results": results, "seconds_per_image": {"teacher": 7.14},
+        "comparisons": {"frac:0.01": {"teacher": {"geomean_ratio": 0.9021, "frames_worse": 2, "frames": 13}}},
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_real_frames_section_is_written_once_with_the_run_figures(tmp_path, bundle):
+    dest = tmp_path / "teacher"
+    dest.mkdir()
+    (dest / "MODEL_CARD.md").write_text("# Card\n\nintro\n\n## Intended use\n\ndemo\n")
+    rf = _real_frames_json(tmp_path / "rf.json")
+    assert bundle.main(["real-frames", "--kind", "teacher", "--json", str(rf), "--dest", str(dest)]) == 0
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "## Real frames (../shared/real_frames, 13 frames)" in card
+    row = next(line for line in card.splitlines() if line.startswith("| frac:0.01 |"))
+    assert "0.0128" in row and "0.0162" in row and "0.902 (2 of 13)" in row
+    assert "mean δ1 **0.209** vs **0.511**" in card
+    assert card.index("## Real frames") < card.index("## Intended use")
+    # a second run replaces the section (one heading), keeping the rest of the card
+    assert bundle.main(["real-frames", "--kind", "teacher", "--json", str(rf), "--dest", str(dest),
+                        "--remark", "R1."]) == 0  # fmt: skip
+    card2 = (dest / "MODEL_CARD.md").read_text()
+    assert card2.count("## Real frames") == 1 and "R1." in card2 and card2.endswith("## Intended use\n\ndemo\n")
+
+
+def test_real_frames_errors_name_the_missing_piece(tmp_path, bundle):
+    rf = _real_frames_json(tmp_path / "rf.json", with_student=False)
+    with pytest.raises(SystemExit, match="missing"):
+        bundle.main(["real-frames", "--kind", "teacher", "--json", str(rf), "--dest", str(tmp_path / "none")])
+    dest = tmp_path / "student"
+    dest.mkdir()
+    (dest / "MODEL_CARD.md").write_text("# Card\n")
+    with pytest.raises(SystemExit, match="no 'student' predictor"):
+        bundle.main(["real-frames", "--kind", "student", "--json", str(rf), "--dest", str(dest)])
