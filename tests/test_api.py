@@ -181,6 +181,7 @@ def test_low_precision_and_guard(teacher: Teacher) -> None:
 
     class Overflowing(torch.nn.Module):
         model_kind = "teacher"
+        predict_depth = Teacher.predict_depth  # the teacher's call protocol around this forward
 
         def __init__(self) -> None:
             super().__init__()

@@ -55,6 +55,7 @@ from metricanything.models.pointmap_geometry import (
     token_grid,
     tokens_for_level,
 )
+from metricanything.models.protocol import focal_vector
 from metricanything.models.vit import VisionTransformer, ViTConfig
 
 __all__ = [
@@ -406,8 +407,6 @@ class PointMapModel(nn.Module):
         (only the shift is solved). Returns ``depth`` (B, H, W) metres, ``valid`` (the mask, positive depth),
         ``f_px`` (float64), ``points`` (B, H, W, 3) and ``metric_scale``. Prompt-free: prompts raise.
         """
-        from metricanything.models.protocol import focal_vector
-
         if prompt_depth is not None or prompt_mask is not None:
             raise InvalidInputError("the point-map model is prompt-free; pass prompt=None (or use a teacher)")
         b, _, h, w = image.shape

@@ -1,7 +1,7 @@
 """The model registry: the one place that knows which model kinds exist and how each is built and run.
 
 Every kind is one frozen :class:`ModelSpec` (its model class, config dataclass, presets, whether it takes prompt
-points, whether it can estimate the focal length, how to run it and how its released checkpoint looks).
+points, whether it can estimate the focal length and how its released checkpoint looks).
 Checkpoint loading and saving (:mod:`metricanything.models.checkpoint`), :func:`metricanything.api.infer`, the
 CLI and the tasks ask the registry instead of switching on kind names.
 
@@ -55,7 +55,6 @@ class ModelSpec:
             :attr:`estimates_focal`); quoted in warnings and ``intrinsics.json``.
         focal_origin: short label of that estimate (``intrinsics_origin`` in ``intrinsics.json``).
         estimates_focal: config -> whether a model of this config estimates the focal length.
-        predict: the call protocol (see the module docstring) as ``predict(model, image, f_px, pd, pm)``.
         official_markers: state-dict key prefixes that identify this kind's released ``.pt`` checkpoint
             (all must be present); empty: no released format of its own.
         load_official: (loaded ``.pt`` content, source name, preset) -> model, for the released format.
@@ -69,7 +68,6 @@ class ModelSpec:
     takes_prompt: bool
     focal_estimator: str | None
     estimates_focal: Callable[[Any], bool]
-    predict: Callable[..., dict[str, torch.Tensor]]
     focal_origin: str = ""
     official_markers: tuple[str, ...] = ()
     load_official: Callable[[Mapping[str, Any], str, str], nn.Module] | None = None
@@ -108,19 +106,19 @@ _SPECS: dict[str, ModelSpec] = {
         ModelSpec(
             kind="teacher", model_class=Teacher, config_class=TeacherConfig, preset=teacher_config,
             presets=tuple(TEACHER_PRESETS), takes_prompt=True, focal_estimator=None,
-            estimates_focal=lambda cfg: False, predict=Teacher.predict_depth,
+            estimates_focal=lambda cfg: False,
         ),
         ModelSpec(
             kind="student", model_class=Student, config_class=StudentConfig, preset=student_config,
             presets=tuple(STUDENT_PRESETS), takes_prompt=False, focal_estimator="the model's field-of-view head",
-            estimates_focal=lambda cfg: bool(cfg.use_fov_head), predict=Student.predict_depth,
+            estimates_focal=lambda cfg: bool(cfg.use_fov_head),
             focal_origin="model FoV head", load_official=_student_official,
         ),
         ModelSpec(
             kind="pointmap", model_class=PointMapModel, config_class=PointMapConfig, preset=pointmap_config,
             presets=tuple(POINTMAP_PRESETS), takes_prompt=False,
             focal_estimator="the point-map model (focal and shift recovered from its affine point map)",
-            estimates_focal=lambda cfg: True, predict=PointMapModel.predict_depth,
+            estimates_focal=lambda cfg: True,
             focal_origin="point-map model (focal solver)",
             official_markers=("encoder.backbone.", "points_head.", "mask_head.", "scale_head."),
             load_official=_pointmap_official,
@@ -191,8 +189,9 @@ def predict_depth(
     prompt_depth: torch.Tensor | None = None,
     prompt_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run ``model`` through the call protocol of its kind (see the module docstring)."""
-    return spec_of(model).predict(model, image, f_px, prompt_depth, prompt_mask)
+    """Run ``model`` through the call protocol (see the module docstring): its own ``predict_depth``."""
+    spec_of(model)  # a registered kind, or a CheckpointError naming the kinds
+    return model.predict_depth(image, f_px, prompt_depth, prompt_mask)
 
 
 def official_kind(obj: Any) -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metricanything.errors import ConfigError, InvalidInputError
+from metricanything.models.protocol import focal_vector, imagenet_normalise, weight_dtype
 from metricanything.models.vit import VisionTransformer, ViTConfig, vit_config
 
 __all__ = [
@@ -447,10 +448,36 @@ class Student(nn.Module):
 
     def predict_depth(self, image: Tensor, f_px: Tensor | float | None, prompt_depth: Tensor | None = None,
                       prompt_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """The call protocol of every model kind (``models/protocol.py``); NaN ``f_px`` = use the FoV head."""
-        from metricanything.models.protocol import student_predict_depth
+        """The call protocol of every model kind (:mod:`metricanything.models.protocol`) on RGB in [0, 1].
 
-        return student_predict_depth(self, image, f_px, prompt_depth, prompt_mask)
+        Images with a NaN focal use the FoV head's estimate (one pass), the others their given focal (another pass
+        when the batch mixes both). ``valid`` is False where the inverse depth sits at the official 1e-3 floor
+        (sky / beyond ~1000 m); ``inverse_depth`` is returned too. Low precision (an active autocast, e.g.
+        ``api.infer``'s bf16, or low-precision weights) runs the fast path.
+        """
+        if prompt_depth is not None or prompt_mask is not None:
+            raise InvalidInputError("the student is prompt-free; pass prompt=None (or use a teacher)")
+        b, _, h, w = image.shape
+        f = focal_vector(f_px, b)
+        unknown = torch.isnan(f)
+        if bool(unknown.any()) and self.fov is None:
+            raise InvalidInputError("the student has no field-of-view head, so every image needs a focal length")
+        xn = imagenet_normalise(image).to(weight_dtype(self))
+        fast = torch.is_autocast_enabled(xn.device.type) or xn.dtype != torch.float32
+        out: dict[str, Tensor] = {}
+        if bool(unknown.any()):  # one pass with the FoV head's focal estimate
+            out = self.infer(xn, f_px=None, fast=fast)
+            f_est = out["f_px"].reshape(-1).to(torch.float64).cpu().expand(b)
+            f = torch.where(unknown, f_est, f)
+        if not bool(unknown.all()):  # (another) pass with the known focal lengths
+            out = self.infer(xn, f_px=f, fast=fast)
+        inverse = out["inverse_depth"].reshape(b, 1, h, w)
+        return {
+            "depth": out["depth"].reshape(b, 1, h, w),
+            "inverse_depth": inverse,
+            "valid": inverse.float() > INVERSE_DEPTH_CLAMP[0],
+            "f_px": f,
+        }
 
     def forward_with_fov(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(canonical inverse depth (B,1,S,S), fov_x in degrees (B,) or None without a FoV head)."""

@@ -31,6 +31,7 @@ from torch import nn
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.models.dpt import DPTDecoder, GuidedRefiner, masked_pool, push_pull_fill
 from metricanything.models.prompt_fill import knn_plane_fill
+from metricanything.models.protocol import focal_vector, imagenet_normalise, weight_dtype
 from metricanything.models.vit import VisionTransformer, ViTConfig, load_backbone_weights, vit_config
 from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
 
@@ -281,8 +282,6 @@ class Teacher(nn.Module):
         ``f_px``: B horizontal focal lengths in pixels (no NaN: the teacher cannot estimate one). Returns
         ``depth`` (B x 1 x H x W metres), ``valid`` (all True) and ``f_px`` (float64).
         """
-        from metricanything.models.protocol import focal_vector, imagenet_normalise, weight_dtype
-
         f = focal_vector(f_px, image.shape[0])
         if bool(torch.isnan(f).any()):
             raise InvalidInputError("the teacher has no field-of-view head: give a focal length for every image")
