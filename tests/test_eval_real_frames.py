@@ -276,7 +276,7 @@ def test_eval_cli_data_folder(frames, tmp_path, capsys):
     assert "baseline:linear" in text and "| c |" in text and "| b |" not in text
     data = json.loads((out / "metrics.json").read_text())
     assert data["benchmark"]["dataset"] == "folder" and data["reference"] == "baseline:linear"
-    assert set(data["comparisons"]["frac:0.05"]) == {"baseline:nearest"}
+    assert set(data["comparisons"]["frac:0.05"]) == {"baseline:nearest", "baseline:knn_plane_guided"}
     assert data["results"]["student:student"]["frac:0.05"]["not_applicable"]
     rc = cli_main(["eval", "--data", f"folder:{tmp_path / 'nope'}", "--compare", "baseline:linear"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err

@@ -304,3 +304,51 @@ def test_degenerate_prompts_fill_without_error() -> None:
     m = lattice[None, None]
     fill = knn_plane_fill(torch.where(m, log_t, torch.zeros_like(log_t)), m)
     assert float((fill - log_t).abs()[..., 2:27, 1:38].max()) <= 1e-5
+
+
+def _two_surfaces(h: int = 40, w: int = 48, seed: int = 0):
+    """A step edge: left half a near wall (2 m, red), right half a far wall (6 m, blue); 4 % of pixels prompted."""
+    g = torch.Generator().manual_seed(seed)
+    depth = torch.full((h, w), 6.0)
+    depth[:, : w // 2] = 2.0
+    image = torch.zeros(1, 3, h, w)
+    image[0, 0, :, : w // 2] = 0.9
+    image[0, 2, :, w // 2 :] = 0.9
+    mask = (torch.rand(h, w, generator=g) < 0.04)[None, None]
+    return depth.log()[None, None], mask, image
+
+
+def test_a_uniform_guide_changes_nothing() -> None:
+    """Every colour weight equal (one colour everywhere): the guided fill is the unguided one."""
+    log_z, mask, _ = _two_surfaces()
+    value = torch.where(mask, log_z, torch.zeros_like(log_z))
+    plain = knn_plane_fill(value, mask)
+    flat = knn_plane_fill(value, mask, guide=torch.full((1, 3, 40, 48), 0.3))
+    assert torch.allclose(plain, flat, atol=1e-6)
+
+
+def test_the_guided_fill_follows_a_colour_edge() -> None:
+    """At a depth step that is also a colour step, the guided planes take the pixel's own surface: near the edge
+    the unguided fill mixes the two walls, the guided one does not."""
+    log_z, mask, image = _two_surfaces()
+    value = torch.where(mask, log_z, torch.zeros_like(log_z))
+    plain = knn_plane_fill(value, mask)
+    guided = knn_plane_fill(value, mask, guide=image)
+    band = torch.zeros_like(mask)
+    band[..., 24 - 4 : 24 + 4] = True  # 4 px either side of the edge
+    err = lambda f: float(((f - log_z).abs())[band & ~mask].mean())  # noqa: E731
+    assert err(plain) > 0.1
+    # measured 0.104 vs 0.296: pixels whose k nearest points + triangle corners all lie across the edge keep the
+    # other wall (the guide only re-weights the neighbours it has)
+    assert err(guided) < 0.5 * err(plain)
+    assert torch.equal(guided[mask], log_z[mask])  # prompted pixels stay exact
+    other = knn_plane_fill(value, mask, guide=image, guide_sigma=10.0)  # a huge scale: nearly unguided
+    assert err(other) > 0.5 * err(plain)
+
+
+def test_guide_errors() -> None:
+    log_z, mask, image = _two_surfaces()
+    with pytest.raises(ValueError, match="guide must be B x C x H x W"):
+        knn_plane_fill(log_z, mask, guide=image[:, :, :10])
+    with pytest.raises(ValueError, match="guide_sigma > 0"):
+        knn_plane_fill(log_z, mask, guide=image, guide_sigma=0.0)

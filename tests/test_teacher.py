@@ -278,3 +278,42 @@ def test_residual_bound_limits_the_correction_by_the_prompts_misfit_to_a_plane()
     with pytest.raises(ConfigError, match="residual_bound"):
         teacher_config("test", residual_bound=-0.1)
     assert teacher_config("test").residual_bound is None  # old checkpoints (no key) keep the ungated output
+
+
+def test_image_guided_reference_and_residual_gate() -> None:
+    """reference_guide 'image': the reference is the knn_plane fill guided by the (denormalised) image;
+    residual_gate g scales the correction of prompted samples only (g = 0: the reference alone)."""
+    from metricanything.models.prompt_fill import knn_plane_fill
+    from metricanything.models.protocol import imagenet_normalise
+
+    torch.manual_seed(21)
+    full = Teacher(teacher_config("test", reference_guide="image")).eval()
+    _randomise_prompt_branch(full, seed=21)
+    closed = Teacher(teacher_config("test", reference_guide="image", residual_gate=0.0)).eval()
+    closed.load_state_dict(full.state_dict())
+    half = Teacher(teacher_config("test", reference_guide="image", residual_gate=0.5)).eval()
+    half.load_state_dict(full.state_dict())
+    rgb = torch.rand(2, 3, 36, 44)
+    x = imagenet_normalise(rgb)
+    pd, pm = _prompt(2, 36, 44, seed=22, density=0.05)
+    pm[1] = False
+    with torch.no_grad():
+        a, c, m = (t.forward_with_aux(x, pd, pm, f_px=30.0) for t in (full, closed, half))
+    enc = encode_prompt(pd, pm)
+    fill = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5, guide=rgb)
+    unguided = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5)
+    ref = c["log_ref"].view(-1, 1, 1, 1)
+    assert torch.allclose(c["log_depth"][0], (ref + fill)[0], atol=1e-4)  # gate 0: the guided reference alone
+    assert float(((ref + unguided)[0] - c["log_depth"][0]).abs().max()) > 1e-3  # and not the unguided one
+    assert torch.allclose(m["log_depth"][0] - c["log_depth"][0], 0.5 * (a["log_depth"][0] - c["log_depth"][0]),
+                          atol=1e-4)  # fmt: skip
+    assert float((a["log_depth"][0] - c["log_depth"][0]).abs().max()) > 1e-3
+    assert torch.equal(a["depth"][1], c["depth"][1])  # no prompt: never gated
+    with pytest.raises(ConfigError, match="reference_guide"):
+        teacher_config("test", reference_guide="depth")
+    with pytest.raises(ConfigError, match="knn_plane"):
+        teacher_config("test", prompt_reference="fill", reference_guide="image")
+    with pytest.raises(ConfigError, match="residual_gate"):
+        teacher_config("test", residual_gate=1.5)
+    cfg = teacher_config("test")
+    assert cfg.reference_guide == "none" and cfg.residual_gate == 1.0  # old checkpoints keep their behaviour

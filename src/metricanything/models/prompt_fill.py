@@ -19,6 +19,10 @@ Definition (per sample, every prompt point p_i = (u_i, v_i) with relative log de
    not among the k. None outside the convex hull, with <= k points, or when all points are collinear.
 2. Let r be the distance to the k-th nearest (at least 1 px; the corners do not widen it). Coordinates
    d_i = (p_i - x) / r; weights w_i = 1 / (|d_i|^2 + 1e-3)^(power / 2) for every neighbour.
+2b. Guided (optional, ``guide`` = the image): each weight is multiplied by exp(-|g(x) - g(p_i)|^2 / (2 sigma^2))
+   + 1e-3, g the guide (RGB in [0, 1]) at the pixel and at the point, sigma = ``guide_sigma`` (0.1). So points on
+   the other side of a colour edge count ~1000x less, and the plane follows the surface the pixel's colour belongs
+   to (joint-bilateral weighting). The floor keeps a fit where every neighbour differs in colour.
 3. Solve a weighted least-squares fit q ~ a + b du + c dv, with ridge ``ridge`` on (b, c). Cramer's rule on the
    3 x 3 normal equations (sums and solve in float64); if they are singular (|det| <= 1e-12 times the product of
    the diagonal), a is the weighted mean of q and b = c = 0. The ridge shrinks a slope that only a far corner
@@ -43,7 +47,11 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-__all__ = ["KNN_K", "knn_plane_fill"]
+__all__ = ["GUIDE_SIGMA", "KNN_K", "knn_plane_fill"]
+
+#: Colour scale of the guided fill (RGB in [0, 1]) and the floor of its colour weight: see the module doc, step 2b.
+GUIDE_SIGMA = 0.1
+GUIDE_FLOOR = 1e-3
 
 #: Neighbours per pixel (measured best of 6/8/12/16 on the held-out renders: docs/design.md).
 KNN_K = 8
@@ -88,8 +96,8 @@ def _pixel_corners(tri: Delaunay | None, r0: int, r1: int, w: int) -> np.ndarray
 
 
 def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, ridge: float, cell: int,
-              chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fill, misfit), both H x W, of one sample; ``value``/``mask`` are H x W."""
+              chunk: int, guide: torch.Tensor | None = None, sigma: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fill, misfit), both H x W, of one sample; ``value``/``mask`` are H x W, ``guide`` H x W x C (or None)."""
     h, w = value.shape
     dev = value.device
     pix = torch.nonzero(mask.reshape(-1)).squeeze(1)  # ascending pixel index = the tie-break order
@@ -103,6 +111,7 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
     n_cand = min(3 * kk, n_pts)
     pts_np = torch.stack([pts_u, pts_v], dim=1).cpu().numpy().astype(np.float64)
     tree = cKDTree(pts_np)
+    guide_pts = None if guide is None else guide.reshape(h * w, -1)[pix]  # P x C: the guide at the points
     tri = _triangulate(pts_np) if n_pts > kk else None  # with every point a neighbour, corners add nothing
     # exact integer distances + the point's rank in a single int64 key: ties go to the lower pixel index
     shift = max(1, n_pts.bit_length())
@@ -115,7 +124,9 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
     gu = (torch.arange(wc, device=dev, dtype=torch.int32)[:, None] * cell
           + torch.arange(cell, device=dev, dtype=torch.int32)).view(1, 1, wc, cell, 1)
     # rows per band, a multiple of cell: a pixel holds 3k candidates and k + 3 neighbours (float64, ~3x the bytes)
-    step = max(cell, (max(1, chunk // (w * (3 * k + 3 * (k + 3)))) // cell) * cell)
+    # (+ the guide's C channels per neighbour when guided)
+    per_px = 3 * k + 3 * (k + 3) + (0 if guide is None else guide.shape[-1] * (k + 3))
+    step = max(cell, (max(1, chunk // (w * per_px)) // cell) * cell)
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
         b0, b1 = r0 // cell, -(-r1 // cell)
@@ -143,6 +154,12 @@ def _fill_one(value: torch.Tensor, mask: torch.Tensor, k: int, power: float, rid
         wgt = (dk / r2 + 1e-3) ** (-0.5 * power)
         wgt = torch.cat([wgt[..., :kk], torch.where(extra, wgt[..., kk:], 0.0)], -1).double()
         del extra, dk
+        if guide is not None:  # step 2b: neighbours whose guide value differs from the pixel's count less
+            gp = torch.zeros(hb * cell, wc * cell, guide.shape[-1], device=dev, dtype=torch.float32)
+            gp[: r1 - r0, :w] = guide[r0:r1]
+            diff = gp.view(hb, cell, wc, cell, 1, -1) - guide_pts[nb]
+            wgt = wgt * (torch.exp(diff.square().sum(-1) / (-2.0 * sigma * sigma)) + GUIDE_FLOOR).double()
+            del gp, diff
         # the weighted sums and the 3 x 3 solve in float64: they cancel badly in float32 when the points are nearly
         # collinear (any positive weights keep a plane exact, so those may be float32)
         scale = torch.sqrt(r2).double()
@@ -185,6 +202,8 @@ def knn_plane_fill(
     cell: int = 4,
     chunk: int = 1 << 20,
     return_misfit: bool = False,
+    guide: torch.Tensor | None = None,
+    guide_sigma: float = GUIDE_SIGMA,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Dense relative log depth (B x 1 x H x W) from a sparse one (``value`` where ``mask``); see the module doc.
 
@@ -192,6 +211,8 @@ def knn_plane_fill(
     ``chunk`` bounds the pixel x (candidate + 3 x neighbour) entries held at once (memory only, not the result).
     With ``return_misfit`` also returns the misfit (B x 1 x H x W, step 5 of the module doc; 0 for samples
     without points): how far the pixel's neighbours (step 1) are from one plane in inverse depth.
+    ``guide`` (B x C x H x W, e.g. the RGB image in [0, 1]) makes the fit edge-aware (step 2b of the module doc)
+    with colour scale ``guide_sigma``; ``None`` is the unguided fill.
     """
     if value.ndim != 4 or value.shape[1] != 1 or mask.shape != value.shape:
         raise ValueError(f"knn_plane_fill needs B x 1 x H x W value and mask, got {tuple(value.shape)}, "
@@ -199,10 +220,18 @@ def knn_plane_fill(
     if k < 1 or cell < 1 or chunk < 1:
         raise ValueError(f"knn_plane_fill needs k, cell, chunk >= 1, got {k}, {cell}, {chunk}")
     mask = mask.to(torch.bool)
+    if guide is not None:
+        if guide.ndim != 4 or guide.shape[0] != value.shape[0] or guide.shape[-2:] != value.shape[-2:]:
+            raise ValueError(f"knn_plane_fill: guide must be B x C x H x W matching the value "
+                             f"{tuple(value.shape)}, got {tuple(guide.shape)}")
+        if not guide_sigma > 0:
+            raise ValueError(f"knn_plane_fill needs guide_sigma > 0, got {guide_sigma}")
+        guide = guide.to(device=value.device, dtype=torch.float32).permute(0, 2, 3, 1)
     if value.shape[0] == 0:
         empty = torch.zeros(value.shape, device=value.device, dtype=torch.float32)
         return (empty, empty.clone()) if return_misfit else empty
-    fills, misfits = zip(*(_fill_one(value[i, 0], mask[i, 0], k, power, ridge, cell, chunk)
+    fills, misfits = zip(*(_fill_one(value[i, 0], mask[i, 0], k, power, ridge, cell, chunk,
+                                     None if guide is None else guide[i], guide_sigma)
                            for i in range(value.shape[0])), strict=True)
     out = torch.where(mask, value.float(), torch.stack(fills)[:, None])
     return (out, torch.stack(misfits)[:, None]) if return_misfit else out

@@ -44,6 +44,13 @@ def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def imagenet_denormalise(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`imagenet_normalise`: ImageNet-normalised B x 3 x H x W -> RGB (in [0, 1] for real images)."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x * std + mean
+
+
 def weight_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype of the model's first parameter (float32 for a model without parameters)."""
     for p in model.parameters():

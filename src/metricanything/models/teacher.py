@@ -5,11 +5,13 @@ Output parameterisation (see ``docs/design.md``)::
     enc = encode_prompt(prompt_depth, prompt_mask)          # [m (ln z - ln s), m], ln s = ln median prompt depth
     r   = enc.log_scale            where the sample has prompt points
         = ln(f_px / W)             otherwise (canonical inverse depth: depth = f / (W C), so the net gives -ln C)
-    F   = dense reference fill of the prompt (prompt_reference "knn_plane" / "fill"; 0 for "scalar" or no prompt)
+    F   = dense reference fill of the prompt (prompt_reference "knn_plane" / "fill"; 0 for "scalar" or no prompt;
+          "knn_plane" with reference_guide "image" weights its planes by colour similarity to the pixel)
     o   = head(image, enc.features)
     res = B tanh(o / B)            with residual_bound b and a prompt: B = misfit + b (misfit: how far the
                                    pixel's k nearest prompt points are from one plane, in relative depth)
         = o                        otherwise
+    res = g res                    with residual_gate g and a prompt (g = 1: as trained, 0: the reference alone)
     depth = exp(r + F + res)                                # metres, > 0 by construction
 
 The network sees the prompt only through the encoded features, so values under ``mask = 0`` never matter.
@@ -31,7 +33,12 @@ from torch import nn
 from metricanything.errors import ConfigError, InvalidInputError
 from metricanything.models.dpt import DPTDecoder, GuidedRefiner, masked_pool, push_pull_fill
 from metricanything.models.prompt_fill import knn_plane_fill
-from metricanything.models.protocol import focal_vector, imagenet_normalise, weight_dtype
+from metricanything.models.protocol import (
+    focal_vector,
+    imagenet_denormalise,
+    imagenet_normalise,
+    weight_dtype,
+)
 from metricanything.models.vit import VisionTransformer, ViTConfig, load_backbone_weights, vit_config
 from metricanything.prompts.encoding import PROMPT_CHANNELS, EncodedPrompt, encode_prompt
 
@@ -72,6 +79,12 @@ class TeacherConfig:
             from their fitted plane. So ``|residual| <= B``: where the prompt is locally one plane (where the
             reference is exact) the output stays at the reference (within ``b``); near a depth edge or a curved
             surface the network may move it by up to the prompt's own disagreement with the plane.
+        reference_guide: ``"none"`` or ``"image"`` (needs ``"knn_plane"``): the local planes weight each prompt
+            point by its colour similarity to the pixel (joint-bilateral weights, step 2b of
+            :mod:`~metricanything.models.prompt_fill`), so the reference follows the image's edges.
+        reference_guide_sigma: the colour scale of ``"image"`` guidance (RGB in [0, 1]).
+        residual_gate: multiplies the learned residual where the sample has prompt points (1 = as trained;
+            0 = the reference alone; between = a damped correction). Prompt-free samples are not gated.
         name: preset name, informational.
     """
 
@@ -88,6 +101,9 @@ class TeacherConfig:
     prompt_fill_channel: bool = False
     refine_hidden: int = 0
     residual_bound: float | None = None
+    reference_guide: str = "none"
+    reference_guide_sigma: float = 0.1
+    residual_gate: float = 1.0
     name: str = "custom"
 
     def __post_init__(self) -> None:
@@ -103,6 +119,17 @@ class TeacherConfig:
             if not math.isfinite(float(self.residual_bound)) or float(self.residual_bound) < 0:
                 raise ConfigError(f"TeacherConfig.residual_bound must be None or >= 0, got {self.residual_bound}")
             self.residual_bound = float(self.residual_bound)
+        if self.reference_guide not in REFERENCE_GUIDES:
+            raise ConfigError(f"TeacherConfig.reference_guide must be one of {REFERENCE_GUIDES}, "
+                              f"got {self.reference_guide!r}")
+        if self.reference_guide != "none" and self.prompt_reference != "knn_plane":
+            raise ConfigError("reference_guide needs prompt_reference='knn_plane' (it weights the local planes)")
+        if not (math.isfinite(float(self.reference_guide_sigma)) and float(self.reference_guide_sigma) > 0):
+            raise ConfigError(f"TeacherConfig.reference_guide_sigma must be > 0, got {self.reference_guide_sigma}")
+        if not (math.isfinite(float(self.residual_gate)) and 0.0 <= float(self.residual_gate) <= 1.0):
+            raise ConfigError(f"TeacherConfig.residual_gate must be in [0, 1], got {self.residual_gate}")
+        self.reference_guide_sigma = float(self.reference_guide_sigma)
+        self.residual_gate = float(self.residual_gate)
         if self.refine_hidden < 0:
             raise ConfigError(f"TeacherConfig.refine_hidden must be >= 0, got {self.refine_hidden}")
         if len(self.hook_indices) != 4:
@@ -175,6 +202,8 @@ def teacher_config(name: str, **overrides) -> TeacherConfig:
 
 #: Accepted ``TeacherConfig.prompt_reference`` values.
 PROMPT_REFERENCES = ("scalar", "fill", "knn_plane")
+#: Accepted ``TeacherConfig.reference_guide`` values.
+REFERENCE_GUIDES = ("none", "image")
 
 
 def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -334,8 +363,12 @@ class Teacher(nn.Module):
         misfit = None  # how far each pixel's nearest prompt points are from one plane (residual_bound only)
         if cfg.prompt_reference != "scalar" and encoded is not None:
             feats_in = encoded.features.to(image.device, torch.float32)
-            if cfg.residual_bound is not None:
-                fill, misfit = knn_plane_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5, return_misfit=True)
+            if cfg.prompt_reference == "knn_plane":
+                guide = None if cfg.reference_guide == "none" else imagenet_denormalise(image.float()).clamp(0, 1)
+                bounded = cfg.residual_bound is not None
+                out = knn_plane_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5, return_misfit=bounded, guide=guide,
+                                     guide_sigma=cfg.reference_guide_sigma)
+                fill, misfit = out if bounded else (out, None)
             else:
                 fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
         # prompt channels at network resolution, padded: value, mask (masked-pooled) [, fill (area-pooled)]
@@ -358,6 +391,8 @@ class Teacher(nn.Module):
             residual = F.interpolate(residual, size=(h, w), mode="bilinear", align_corners=False)
         if misfit is not None:
             residual = bound_residual(residual, misfit, cfg.residual_bound, has_prompt)
+        if cfg.residual_gate != 1.0:
+            residual = torch.where(has_prompt.view(-1, 1, 1, 1), residual * cfg.residual_gate, residual)
         log_depth = residual + log_ref.view(b, 1, 1, 1)
         if fill is not None:
             log_depth = log_depth + fill
