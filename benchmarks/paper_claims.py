@@ -209,6 +209,21 @@ def sparsity_table(part: Mapping[str, Any]) -> str:
             f"{table(['prompts', 'points (mean)', *SCORE_HEADER], rows)}")  # fmt: skip
 
 
+def _log_ticks(ax: Any, x: Sequence[float], labels: Sequence[str]) -> None:
+    """A log x axis labelled at ``x`` only."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(list(x), list(labels))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the repository when it is inside it, else as given."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
 def plot_claims(data: Mapping[str, Any], path: Path) -> None:
     """AbsRel vs data size and vs prompt density (log x), and the robust pair, side by side."""
     from metricanything.vis import pyplot
@@ -221,7 +236,7 @@ def plot_claims(data: Mapping[str, Any], path: Path) -> None:
         x = [r["samples"] for r in rows]
         ax.plot(x, [r["teacher_abs_rel"] for r in rows], "o-", label="teacher")
         ax.plot(x, [r["linear_abs_rel"] for r in rows], "s--", label="linear (same prompts)")
-        ax.set_xscale("log")
+        _log_ticks(ax, x, [str(v) for v in x])
         ax.legend()
     ax.set(title=f"scaling ({density_label(data.get('scaling', {}).get('density', 0.01))} prompts)",
            xlabel="samples seen (distinct renders)", ylabel="real-frame AbsRel (mean)")  # fmt: skip
@@ -231,14 +246,15 @@ def plot_claims(data: Mapping[str, Any], path: Path) -> None:
         x = [100 * r["density"] for r in rows]
         ax.plot(x, [r["teacher_abs_rel"] for r in rows], "o-", label="teacher")
         ax.plot(x, [r["linear_abs_rel"] for r in rows], "s--", label="linear")
-        ax.set_xscale("log")
+        _log_ticks(ax, x, [f"{v:g}" for v in x])
         ax.set_yscale("log")
         ax.legend()
     ax.set(title="prompt sparsity", xlabel="prompt density (% of pixels)", ylabel="real-frame AbsRel (mean)")
     ax = axes[2]
     if "robust" in data:
         rows = data["robust"]["rows"]
-        ax.bar([r["name"] for r in rows], [r["teacher_abs_rel"] for r in rows], color="tab:blue")
+        ax.bar([r["name"] for r in rows], [r["teacher_abs_rel"] for r in rows],
+               color=["tab:blue" if r["labels"] != "clean" else "tab:gray" for r in rows])
         ax.axhline(rows[0]["linear_abs_rel"], color="tab:orange", ls="--", label="linear")
         ax.legend()
     ax.set(title="Robust MAE (gross label errors)", ylabel="real-frame AbsRel (mean)")
@@ -305,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    data: dict[str, Any] = {"quick": args.quick, "config": args.config, "frames_root": str(root),
+    data: dict[str, Any] = {"quick": args.quick, "config": args.config, "frames_root": shown(root),
                             "protocol": "real_dev (frac:F prompts, default_rng(0), held-out valid pixels, no alignment)",
                             "data_size_definition": DATA_SIZE, "torch_threads": args.threads}  # fmt: skip
     tables: dict[str, str] = {}
@@ -331,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         cols = [f"frac:{f:g}" for f in DENSITIES]
         scores, ids = score_real(args.teacher, spec, root, cols, args.frames, limit)
         rows = [{"density": f, "column": c, **scores[c]} for f, c in zip(DENSITIES, cols, strict=True)]
-        data["sparsity"] = {"teacher": args.teacher, "rows": rows, "frames": len(ids), "frame_ids": ids,
+        data["sparsity"] = {"teacher": shown(args.teacher), "rows": rows, "frames": len(ids), "frame_ids": ids,
                             "eval_seconds": time.perf_counter() - t0}  # fmt: skip
         tables["sparsity"] = sparsity_table(data["sparsity"])
         print("\n" + tables["sparsity"] + "\n", flush=True)
