@@ -42,6 +42,8 @@ BUNDLED_TEACHER = REPO / "src" / "metricanything" / "assets" / "models" / "teach
 #: the source kinds of the bundled teacher's corpus (scripts/train_bundled.sh)
 CORPUS_KINDS = ["rendered", "lidar", "tof", "structured_light", "stereo", "sfm", "mvs"]
 LINEAR = "baseline:linear"
+#: the teacher's parameter-free reference alone (what its learned correction has to beat)
+REFERENCE = "baseline:knn_plane_guided"
 SCALING_COLUMN = "frac:0.01"
 DENSITIES = (0.0001, 0.001, 0.01, 0.1)
 PARTS = ("scaling", "robust", "sparsity")
@@ -128,7 +130,7 @@ def claims_spec() -> Any:
     from metricanything.eval.benchmarks import load_benchmark
 
     spec = load_benchmark("real_dev")
-    return dataclasses.replace(spec, compare=(LINEAR,), reference=LINEAR, oracle_constant=False)
+    return dataclasses.replace(spec, compare=(LINEAR, REFERENCE), reference=LINEAR, oracle_constant=False)
 
 
 def score_real(model: str | Path, spec: Any, root: Path, columns: Sequence[str], frames: Sequence[str] | None,
@@ -147,7 +149,9 @@ def score_real(model: str | Path, spec: Any, root: Path, columns: Sequence[str],
         if teacher is None or linear is None or cmp is None:
             raise RuntimeError(f"column {col}: no frame was scored for both the teacher and {LINEAR}")
         points = [r["prompt_points"] for r in res.records if r["predictor"] == "teacher" and r["prompt"] == col]
+        ref = res.headline(REFERENCE, col)
         out[col] = {"teacher_abs_rel": teacher["abs_rel"], "linear_abs_rel": linear["abs_rel"],
+                    "reference_abs_rel": None if ref is None else ref["abs_rel"],
                     "geomean_ratio": cmp["geomean_ratio"], "frames_worse": cmp["frames_worse"],
                     "frames": cmp["frames"], "prompt_points_mean": sum(points) / max(len(points), 1)}  # fmt: skip
     ids = list(dict.fromkeys(r["sample_id"] for r in res.records))
@@ -174,10 +178,13 @@ def scaling_table(part: Mapping[str, Any]) -> str:
     rows = [[str(r["samples"]), str(r["steps"]), str(r["batch"]), *_score_cells(r), f"{r['train_seconds']:.0f}",
              f"{r['eval_seconds']:.0f}"] for r in part["rows"]]  # fmt: skip
     head = ["data size", "steps", "batch", *SCORE_HEADER, "train s", "eval s"]
+    refs = [r.get("reference_abs_rel") for r in part["rows"] if r.get("reference_abs_rel") is not None]
+    ref = (f"\nthe recipe's image-guided reference alone ({REFERENCE}, no learning): AbsRel {_f(refs[0])}"
+           if refs else "")  # fmt: skip
     return (f"Scaling: {part['config']}, real-frame AbsRel at {density_label(part['density'])} prompts, "
             f"mean over {part['frames']} frames\n({DATA_SIZE})\n{table(head, rows)}\n"
             f"teacher AbsRel strictly falls with every larger data size: {part['monotone']}; "
-            f"geomean teacher/linear strictly falls: {part['monotone_geomean_ratio']}")  # fmt: skip
+            f"geomean teacher/linear strictly falls: {part['monotone_geomean_ratio']}{ref}")  # fmt: skip
 
 
 def scaling_summary(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -203,10 +210,11 @@ def robust_table(part: Mapping[str, Any]) -> str:
 def sparsity_table(part: Mapping[str, Any]) -> str:
     from metricanything.eval.report import table
 
-    rows = [[density_label(r["density"]), f"{r['prompt_points_mean']:.0f}", *_score_cells(r)] for r in part["rows"]]
+    rows = [[density_label(r["density"]), f"{r['prompt_points_mean']:.0f}", *_score_cells(r),
+             _f(r.get("reference_abs_rel"))] for r in part["rows"]]  # fmt: skip
     return (f"Prompt sparsity: teacher {part['teacher']} vs Delaunay-linear, real-frame AbsRel, mean over "
             f"{part['frames']} frames ({part['eval_seconds']:.0f} s)\n"
-            f"{table(['prompts', 'points (mean)', *SCORE_HEADER], rows)}")  # fmt: skip
+            f"{table(['prompts', 'points (mean)', *SCORE_HEADER, 'guided reference alone AbsRel'], rows)}")  # fmt: skip
 
 
 def _log_ticks(ax: Any, x: Sequence[float], labels: Sequence[str]) -> None:
@@ -236,6 +244,9 @@ def plot_claims(data: Mapping[str, Any], path: Path) -> None:
         x = [r["samples"] for r in rows]
         ax.plot(x, [r["teacher_abs_rel"] for r in rows], "o-", label="teacher")
         ax.plot(x, [r["linear_abs_rel"] for r in rows], "s--", label="linear (same prompts)")
+        refs = [r.get("reference_abs_rel") for r in rows if r.get("reference_abs_rel") is not None]
+        if refs:
+            ax.axhline(refs[0], color="tab:green", ls=":", label="guided reference alone")
         _log_ticks(ax, x, [str(v) for v in x])
         ax.legend()
     ax.set(title=f"scaling ({density_label(data.get('scaling', {}).get('density', 0.01))} prompts)",
@@ -246,6 +257,8 @@ def plot_claims(data: Mapping[str, Any], path: Path) -> None:
         x = [100 * r["density"] for r in rows]
         ax.plot(x, [r["teacher_abs_rel"] for r in rows], "o-", label="teacher")
         ax.plot(x, [r["linear_abs_rel"] for r in rows], "s--", label="linear")
+        if all(r.get("reference_abs_rel") is not None for r in rows):
+            ax.plot(x, [r["reference_abs_rel"] for r in rows], "^:", label="guided reference alone")
         _log_ticks(ax, x, [f"{v:g}" for v in x])
         ax.set_yscale("log")
         ax.legend()
@@ -289,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outlier-fraction", type=float, help=f"default {Plan.outlier_fraction}")
     ap.add_argument("--outlier-sources", help=f"comma-separated source kinds (default {','.join(Plan.outlier_sources)})")
     ap.add_argument("--skip", action="append", default=[], choices=PARTS)
+    ap.add_argument("--keep-skipped", action="store_true",
+                    help="take the --skip'ped parts from OUT/paper_claims.json of an earlier run (same config and "
+                    "frames), so one JSON, plot and printout hold all three tables")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a few steps, 2 frames, 64 px network input (smoke run)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
@@ -325,6 +341,18 @@ def main(argv: list[str] | None = None) -> int:
                             "protocol": "real_dev (frac:F prompts, default_rng(0), held-out valid pixels, no alignment)",
                             "data_size_definition": DATA_SIZE, "torch_threads": args.threads}  # fmt: skip
     tables: dict[str, str] = {}
+    earlier = out / "paper_claims.json"
+    if args.keep_skipped and args.skip and earlier.is_file():
+        import json
+
+        old = json.loads(earlier.read_text(encoding="utf-8"))
+        if (old.get("config"), old.get("frames_root"), old.get("quick")) != (args.config, shown(root), args.quick):
+            raise SystemExit(f"--keep-skipped: {earlier} was made with another config, frames root or --quick")
+        render = {"scaling": scaling_table, "robust": robust_table, "sparsity": sparsity_table}
+        for part in args.skip:
+            if part in old:
+                data[part], tables[part] = old[part], render[part](old[part])
+                _log(f"{part}: kept from {earlier}")
 
     def train_and_score(name: str, samples: int, **extra: Any) -> dict[str, Any]:
         run_dir = out / name
@@ -371,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loss.trim": trim, "data.label_outlier_fraction": plan.outlier_fraction,
                 "data.label_outlier_sources": sources})  # fmt: skip
             rows.append({"name": f"{name} MAE", "trim": trim, "labels": "with errors", **row})
-        clean = [r for r in scaling_rows if r["samples"] == plan.robust_size]
+        clean = [r for r in scaling_rows or (data.get("scaling") or {}).get("rows", []) if r["samples"] == plan.robust_size]
         if clean:  # the scaling row of the same size: the recipe on clean labels
             rows.append({"name": "recipe, clean labels", "trim": recipe.loss.trim, "labels": "clean", **clean[0]})
         data["robust"] = {"config": args.config, "samples": plan.robust_size, "density": 0.01, "column": SCALING_COLUMN,

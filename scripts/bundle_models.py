@@ -474,7 +474,11 @@ def cmd_card(args: argparse.Namespace) -> int:
             arch += (" Its correction is bounded by the prompt itself (`residual_bound`): at most the relative "
                      "distance of a pixel's 8 nearest prompt points from their fitted plane (capped at their "
                      f"log-depth range) + {c['residual_bound']:g}, so it is 0 where the prompt is locally planar.")  # fmt: skip
-        if c.get("residual_gate", 1.0) != 1.0:
+        if c.get("residual_gate", 1.0) == 0.0:
+            arch += (" With a prompt the learned correction is switched off (`residual_gate` = 0, chosen on held-out "
+                     "frames, where every larger gate measured worse: see below), so the prompted output is the "
+                     "parameter-free reference alone; the network's output is used without a prompt.")  # fmt: skip
+        elif c.get("residual_gate", 1.0) != 1.0:
             arch += (f" The learned correction is multiplied by `residual_gate` = {c['residual_gate']:g} where a prompt "
                      "is given (chosen on held-out frames: see below); without a prompt the network's output is used "
                      "in full.")  # fmt: skip

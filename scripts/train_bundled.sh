@@ -77,6 +77,7 @@ TSOURCES="{kind: folder, path: \"$WORK/corpus\"}"
 HELDOUT=(--frames "$WORK/heldout")
 DATASRC=()
 if [[ "$REAL" != none ]]; then
+  COMMANDS+=("S2R_RENDER_NUM=0 bash scripts/sim2real/prepare_data.sh $REAL")
   [[ -f "$REAL/stereo_oakd/index.json" && -f "$REAL/mrpt_rgbd/index.json" ]] || S2R_RENDER_NUM=0 PYTHON="$PY" \
       bash scripts/sim2real/prepare_data.sh "$REAL"
   TSOURCES="{kind: folder, path: \"$WORK/corpus\", weight: 0.75}, {kind: folder, path: \"$REAL/stereo_oakd\", weight: 0.2}, {kind: folder, path: \"$REAL/mrpt_rgbd\", weight: 0.05}"
@@ -126,6 +127,7 @@ if stage teacher; then
   "$PY" scripts/bundle_models.py install --kind teacher --run "$WORK/teacher" --dest "$DEST/teacher"
   # the residual gate (0 = the guided reference alone ... 1 = the full learned correction), chosen on held-out
   # renders and held-out real stereo pairs (never on the real-frames benchmark)
+  COMMANDS+=("python scripts/bundle_models.py gate --dest $DEST/teacher ${HELDOUT[*]}")
   "$PY" scripts/bundle_models.py gate --dest "$DEST/teacher" "${HELDOUT[@]}"
 fi
 if stage student; then
@@ -162,6 +164,7 @@ TC=() SC=()
 for c in "${COMMANDS[@]}"; do
   case "$c" in
     *" distill "*|*"--model $DEST/student"*|*"student_predicted"*) SC+=(--command "$c") ;;
+    *prepare_data*|*" gate "*) TC+=(--command "$c") ;;
     *" render "*|*" pretrain "*|*" pseudo-label "*) TC+=(--command "$c"); SC+=(--command "$c") ;;
     *) TC+=(--command "$c") ;;
   esac

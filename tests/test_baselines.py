@@ -16,6 +16,7 @@ from metricanything.eval.baselines import (
     LinearFill,
     MorphologicalFill,
     NearestFill,
+    PlaneFill,
     PromptMedian,
     check_prompt_compatibility,
     linear_fill,
@@ -197,3 +198,37 @@ def test_linear_fill_equals_scipy_griddata(n, seed):
         ref = np.full((h, w), np.nan)
     ref = np.where(np.isfinite(ref), ref, nearest_fill(d, m))
     np.testing.assert_allclose(linear_fill(d, m), ref, rtol=1e-5)
+
+
+def test_plane_fill_baselines_are_the_teachers_reference_alone():
+    """baseline:knn_plane[_guided]: exact at the prompts, exact on a plane (inverse depth affine in u, v), and the
+    guided one follows a colour edge that is a depth edge."""
+    from metricanything.eval.runner import build_predictor
+
+    h, w = 30, 40
+    vv, uu = np.mgrid[0:h, 0:w]
+    plane = 1.0 / (0.2 + 0.003 * uu + 0.004 * vv)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(h * w, 60, replace=False)
+    pts = np.stack([uu.ravel()[idx], vv.ravel()[idx], plane.ravel()[idx]], 1)
+    s = blank(w, h)
+    for pred in (PlaneFill(), PlaneFill(guided=True)):
+        out = pred.predict(s, Prompt.from_points(pts, w, h), None)
+        assert out.shape == (h, w) and out.dtype == np.float32
+        np.testing.assert_allclose(out[pts[:, 1].astype(int), pts[:, 0].astype(int)], pts[:, 2], rtol=1e-5)
+        assert np.median(np.abs(out / plane - 1)) < 1e-4
+    step = np.where(uu < w // 2, 2.0, 6.0).astype(np.float32)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, : w // 2, 0] = 230
+    image[:, w // 2 :, 2] = 230
+    s2 = RGBDSample(image, np.zeros((h, w), np.float32), np.zeros((h, w), bool), Intrinsics.from_focal(20.0, w, h),
+                    sample_id="edge")  # fmt: skip
+    prompt = Prompt.from_points(np.stack([uu.ravel()[idx], vv.ravel()[idx], step.ravel()[idx]], 1), w, h)
+    band = np.abs(uu - w // 2 + 0.5) < 4
+    err = {g: float(np.mean(np.abs(np.log(PlaneFill(guided=g).predict(s2, prompt, None) / step))[band]))
+           for g in (False, True)}  # fmt: skip
+    assert err[True] < 0.5 * err[False]
+    assert PlaneFill(guided=True).name == "baseline:knn_plane_guided" and PlaneFill().needs_prompt
+    from metricanything.eval.benchmarks import load_benchmark
+
+    assert isinstance(build_predictor("baseline:knn_plane_guided", load_benchmark("real_dev")), PlaneFill)

@@ -135,3 +135,38 @@ def test_real_frames_errors_name_the_missing_piece(tmp_path, bundle):
     (dest / "MODEL_CARD.md").write_text("# Card\n")
     with pytest.raises(SystemExit, match="no 'student' predictor"):
         bundle.main(["real-frames", "--kind", "student", "--json", str(rf), "--dest", str(dest)])
+
+
+@pytest.mark.slow
+def test_gate_picks_the_best_residual_gate_on_held_out_frames_and_the_card_lists_data_sources(tmp_path, bundle):
+    """``gate`` scores every gate with the real-frames protocol on held-out folders, keeps the lowest geometric mean
+    of teacher / linear AbsRel in config.json + gate_check.json; ``card --data-source`` lists the real sources."""
+    from metricanything.data.folder import write_sample
+    from metricanything.data.render import render_sample
+
+    run = _run_dir(tmp_path)
+    dest = tmp_path / "assets" / "teacher"
+    bundle.main(["install", "--kind", "teacher", "--run", str(run), "--dest", str(dest)])
+    frames = tmp_path / "heldout"
+    for i in range(2):
+        write_sample(frames, render_sample(777_777 + i, size=(96, 72)))
+    assert bundle.main(["gate", "--dest", str(dest), "--frames", str(frames), "--gates", "0", "1"]) == 0
+    check = json.loads((dest / "gate_check.json").read_text())
+    means = {float(g): v["all"] for g, v in check["summary"].items()}
+    assert set(means) == {0.0, 1.0} and check["best"] == min(means, key=means.get)
+    assert check["num_frames"] == 2 and {r["density"] for r in check["rows"]} == {0.01, 0.001}
+    assert json.loads((dest / "config.json").read_text())["config"]["residual_gate"] == check["best"]
+    assert from_pretrained(dest).config.residual_gate == check["best"]
+    src = "real stereo|10 OAK-D pairs -> SGBM depth|CC BY 4.0"
+    assert bundle.main(["card", "--kind", "teacher", "--run", str(run), "--dest", str(dest), "--config",
+                        "teacher_bundled", "--data-source", src]) == 0  # fmt: skip
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "| real stereo | 10 OAK-D pairs -> SGBM depth | CC BY 4.0 |" in card and "Synthetic data only" not in card
+    assert "Residual gate (`scripts/bundle_models.py gate`, 2 held-out frames" in card
+    record = json.loads((dest / "training.json").read_text())
+    assert [d["name"] for d in record["data_sources"]] == ["synthetic renders", "real stereo"]
+    assert record["residual_gate_check"]["best"] == check["best"]
+    assert "real stereo" in json.loads((dest / "config.json").read_text())["card"]["training_data"]
+    with pytest.raises(SystemExit, match="name\\|what\\|licence"):
+        bundle.main(["card", "--kind", "teacher", "--run", str(run), "--dest", str(dest), "--config", "c",
+                     "--data-source", "only a name"])  # fmt: skip

@@ -102,6 +102,17 @@ def test_quick_run_on_generated_frames(tmp_path, monkeypatch, capsys):
     assert data["sparsity"]["frame_ids"] == ["f0", "f1"]
     text = capsys.readouterr().out
     assert "QUICK" in text and "Prompt sparsity" in text and "Robust MAE" in text
+    # --keep-skipped: a second run that only re-scores sparsity keeps the earlier trainings' tables
+    assert paper_claims.main(["--quick", "--frames-root", str(root), "--out", str(out), "--skip", "scaling",
+                              "--skip", "robust", "--keep-skipped"]) == 0  # fmt: skip
+    again = json.loads((out / "paper_claims.json").read_text())
+    assert again["scaling"] == data["scaling"] and again["robust"] == data["robust"]
+    assert [r["density"] for r in again["sparsity"]["rows"]] == list(paper_claims.DENSITIES)
+    text = capsys.readouterr().out
+    assert "kept from" in text and "Robust MAE" in text and "Prompt sparsity" in text
+    with pytest.raises(SystemExit, match="another config"):
+        paper_claims.main(["--quick", "--frames-root", str(root), "--out", str(out), "--skip", "scaling",
+                           "--keep-skipped", "--config", "teacher_tiny"])  # fmt: skip
 
 
 def test_skips_without_frames(tmp_path, capsys):

@@ -346,6 +346,14 @@ def test_the_guided_fill_follows_a_colour_edge() -> None:
     assert err(other) > 0.5 * err(plain)
 
 
+def test_a_prompt_of_at_most_k_points_is_not_guided() -> None:
+    log_z, _, image = _two_surfaces()
+    mask = torch.zeros(1, 1, 40, 48, dtype=torch.bool)
+    mask[0, 0, [5, 30, 12, 33, 20], [3, 40, 20, 10, 30]] = True  # 5 points <= k = 8
+    value = torch.where(mask, log_z, torch.zeros_like(log_z))
+    assert torch.equal(knn_plane_fill(value, mask, guide=image), knn_plane_fill(value, mask))
+
+
 def test_guide_errors() -> None:
     log_z, mask, image = _two_surfaces()
     with pytest.raises(ValueError, match="guide must be B x C x H x W"):

@@ -73,7 +73,8 @@ def build_predictor(
 ) -> Predictor:
     """A predictor from a ``--compare`` name: ``baseline:<kind>[=value]`` or a checkpoint (``model_loader``).
 
-    Baselines: ``nearest``, ``linear``, ``ipbasic``, ``prompt_median``, ``train_median`` (value in metres, or
+    Baselines: ``nearest``, ``linear``, ``ipbasic``, ``knn_plane``, ``knn_plane_guided``, ``prompt_median``,
+    ``train_median`` (value in metres, or
     the benchmark's training median, see :func:`~metricanything.eval.benchmarks.training_median`; ``root``
     is the dataset root used when it is computed from a training split).
     """
