@@ -44,7 +44,7 @@ def test_scaling_summary_sorts_by_size_and_table_prints_the_verdict():
             **flags}
     text = paper_claims.scaling_table(part)
     assert "samples seen = steps x batch" in text
-    assert "| 1280 | 160 | 8 | 0.0700 | 0.0500 | 1.300 | 1/3 |" in text
+    assert "| 1280 | 160 | 8 | 0.07000 | 0.05000 | 1.300 | 1/3 |" in text
     assert "strictly falls with every larger data size: True" in text
     assert "geomean teacher/linear strictly falls: False" in text
 
