@@ -17,7 +17,6 @@ Usage as a script (any checkpoint folder the project loads)::
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import time
@@ -173,21 +172,13 @@ def mono_table(frames: list[RGBDSample], fns: dict[str, MonoFn], verbose: bool =
 # ---- adapters ------------------------------------------------------------------------------------------
 
 
-def uncap_knn(max_points: int = 100_000) -> None:
-    """Use every prompt point in the teacher's knn_plane reference (the released fill caps at 1024)."""
-    import metricanything.models.teacher as tmod
-    from metricanything.models.prompt_fill import knn_plane_fill
-
-    tmod.knn_plane_fill = functools.partial(knn_plane_fill, max_points=max_points)
-
-
 def knn_plane_only(image, K, pdepth, pmask) -> np.ndarray:
-    """The parameter-free knn_plane reference alone (uncapped), in metres."""
+    """The parameter-free knn_plane reference alone (every prompt point is used), in metres."""
     from metricanything.models.prompt_fill import knn_plane_fill
     from metricanything.prompts.encoding import encode_prompt
 
     enc = encode_prompt(torch.from_numpy(pdepth)[None, None], torch.from_numpy(pmask)[None, None])
-    f = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5, max_points=100_000)
+    f = knn_plane_fill(enc.features[:, :1], enc.features[:, 1:2] > 0.5)
     return torch.exp(f + enc.log_scale.view(1, 1, 1, 1))[0, 0].numpy()
 
 
@@ -249,7 +240,6 @@ def main() -> None:
     ap.add_argument("--backbone", default=None, help="the probe's frozen ViT-S/14 weights")
     ap.add_argument("--probe-size", type=int, nargs="*", default=[224], help="network long side(s) for probes")
     ap.add_argument("--knn", action="store_true", help="also score the knn_plane reference alone")
-    ap.add_argument("--capped", action="store_true", help="keep the released 1024-point knn cap")
     ap.add_argument("--variants", nargs="*", default=[],
                     help="extra teacher variants SCALE,BOUND,IMAGE_SIZE (e.g. 0.5,0,0 or 1,0.1,448) of every --teacher")
     ap.add_argument("--image-size", type=int, default=0, help="override the models' image_size")
@@ -259,8 +249,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from metricanything.api import load_model
 
-    if not args.capped:
-        uncap_knn()
     frames = load_frames(args.frames)
     out: dict = {}
     comp = {}
