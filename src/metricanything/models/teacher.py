@@ -206,15 +206,6 @@ PROMPT_REFERENCES = ("scalar", "fill", "knn_plane")
 REFERENCE_GUIDES = ("none", "image")
 
 
-def reference_fill(kind: str, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Dense relative log depth of an encoded prompt (value B x 1 x H x W, mask bool) for ``kind``."""
-    if kind == "fill":
-        return push_pull_fill(value, mask)
-    if kind == "knn_plane":
-        return knn_plane_fill(value, mask)
-    raise ConfigError(f"no dense reference for prompt_reference={kind!r}")
-
-
 def bound_residual(output: torch.Tensor, misfit: torch.Tensor, floor: float, has_prompt: torch.Tensor) -> torch.Tensor:
     """``B tanh(output / B)``, ``B = misfit + floor``, for samples with a prompt; ``output`` otherwise.
 
@@ -370,7 +361,7 @@ class Teacher(nn.Module):
                                      guide_sigma=cfg.reference_guide_sigma)
                 fill, misfit = out if bounded else (out, None)
             else:
-                fill = reference_fill(cfg.prompt_reference, feats_in[:, :1], feats_in[:, 1:2] > 0.5)
+                fill = push_pull_fill(feats_in[:, :1], feats_in[:, 1:2] > 0.5)  # prompt_reference "fill"
         # prompt channels at network resolution, padded: value, mask (masked-pooled) [, fill (area-pooled)]
         net_prompt = torch.zeros(b, PROMPT_CHANNELS, hp, wp, device=image.device, dtype=x.dtype)
         if encoded is not None:
