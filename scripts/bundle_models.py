@@ -150,54 +150,60 @@ def cmd_install(args: argparse.Namespace) -> int:
 GATE_CHECK = "gate_check.json"
 
 
-def gate_table(model: torch.nn.Module, frames: list[Any], gates: list[float],
+def gate_table(model: torch.nn.Module, roots: list[str], gates: list[float],
                densities: tuple[float, ...] = (0.01, 0.001)) -> dict[str, Any]:
-    """Teacher / Delaunay-linear AbsRel of every residual gate on held-out frames (the real-frames protocol:
-    ``frac:F`` prompts drawn with seed 0, scored on the other valid pixels); frames with fewer than 3 F H W valid
-    pixels are skipped for that F. Returns per-gate geometric means (overall and per density) and rows."""
+    """Teacher / Delaunay-linear AbsRel of every residual gate on held-out folder datasets, scored by the
+    evaluation runner with the real-frames protocol (``real_dev``: ``frac:F`` prompts drawn with seed 0, scored on
+    the other valid pixels, GT intrinsics). A frame with fewer than 3 F H W valid pixels is left out of column F.
+    Returns per-gate geometric means of the frame ratios (overall and per density) and the rows."""
     import copy
+    import dataclasses
 
     from metricanything import api
-    from metricanything.eval.baselines import linear_fill
-    from metricanything.eval.protocol import fraction_prompt
+    from metricanything.data.folder import FolderDataset
+    from metricanything.eval.baselines import ExternalModel
+    from metricanything.eval.benchmarks import load_benchmark
+    from metricanything.eval.protocol import compare_to_reference
+    from metricanything.eval.runner import evaluate
 
-    variants = {}
+    linear = "baseline:linear"
+    spec = dataclasses.replace(load_benchmark("real_dev"), compare=(linear,), reference=linear, oracle_constant=False)
+    predictors = {}
     for g in gates:
         m = copy.deepcopy(model)
         m.config.residual_gate = float(g)
-        variants[float(g)] = m
+        predictors[str(float(g))] = ExternalModel.from_api(m, api.infer, f"gate={g:g}", accepts_prompt=True)
     rows = []
-    for s in frames:
+    for root in roots:
+        valid_fraction = {s.sample_id: float(s.valid.mean()) for s in FolderDataset(root)}
         for d in densities:
-            if s.valid.sum() < 3 * d * s.valid.size:
+            ids = [k for k, f in valid_fraction.items() if f >= 3 * d]
+            if not ids:
                 continue
-            prompt = fraction_prompt(s.depth, s.valid, d, seed=0)
-            pdepth, pmask = prompt.to_map()
-            score = s.valid & ~pmask
-            gt = s.depth[score]
-            lin = float(np.mean(np.abs(linear_fill(pdepth, pmask)[score] - gt) / gt))
-            row = {"frame": s.sample_id, "density": d, "linear_abs_rel": lin, "ratio": {}}
-            for g, m in variants.items():
-                with torch.no_grad():
-                    out = api.infer(m, s.image, intrinsics=s.intrinsics, prompt=prompt).depth
-                row["ratio"][str(g)] = float(np.mean(np.abs(out[score] - gt) / gt)) / lin
-            rows.append(row)
+            col = f"frac:{d:g}"
+            res = evaluate(predictors, spec, [col], root=root, sample_ids=ids, num_panels=0)
+            lin = res.per_frame(linear, col)
+            per_gate = {g: res.per_frame(g, col) for g in predictors}
+            rows += [{"root": str(root), "frame": k, "density": d, "linear_abs_rel": v,
+                      "ratio": {g: per_gate[g][k] / v for g in predictors}} for k, v in lin.items()]  # fmt: skip
     if not rows:
         raise SystemExit("gate: no held-out frame has enough valid pixels for the prompt densities")
 
-    def gm(vals: list[float]) -> float:
-        return float(np.exp(np.mean(np.log(vals))))
+    def geomean(g: str, keep: Any) -> float:
+        """The geometric mean of the ratios of gate ``g`` over the rows ``keep`` accepts (compare_to_reference)."""
+        picked = [(f"{r['root']}|{r['frame']}|{r['density']}", r) for r in rows if keep(r)]
+        values = {k: r["ratio"][g] * r["linear_abs_rel"] for k, r in picked}
+        return compare_to_reference(values, {k: r["linear_abs_rel"] for k, r in picked})["geomean_ratio"]
 
-    summary = {str(g): {"all": gm([r["ratio"][str(g)] for r in rows]),
-                        **{f"frac:{d:g}": gm([r["ratio"][str(g)] for r in rows if r["density"] == d])
-                           for d in densities if any(r["density"] == d for r in rows)}}
-               for g in variants}  # fmt: skip
-    best = min(variants, key=lambda g: (summary[str(g)]["all"], -g))  # ties: the larger gate (more of the network)
-    return {"gates": list(variants), "best": best, "summary": summary, "rows": rows}
+    summary = {g: {"all": geomean(g, lambda r: True),
+                   **{f"frac:{d:g}": geomean(g, lambda r, d=d: r["density"] == d)
+                      for d in densities if any(r["density"] == d for r in rows)}}
+               for g in predictors}  # fmt: skip
+    best = min(gates, key=lambda g: (summary[str(float(g))]["all"], -g))  # ties: the larger gate (more network)
+    return {"gates": [float(g) for g in gates], "best": float(best), "summary": summary, "rows": rows}
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from metricanything.data.folder import FolderDataset
     from metricanything.models.checkpoint import CONFIG_NAME, from_pretrained
 
     dest = Path(args.dest) if args.dest else DEFAULT_DEST / "teacher"
@@ -205,9 +211,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     model = from_pretrained(dest).eval()
     if not hasattr(model.config, "residual_gate"):
         raise SystemExit(f"{dest} is not a teacher (no residual_gate)")
-    frames = [s for root in args.frames for s in FolderDataset(root)]
-    table = gate_table(model, frames, args.gates)
-    table.update({"frames": args.frames, "num_frames": len(frames),
+    table = gate_table(model, args.frames, args.gates)
+    table.update({"frames": args.frames, "num_frames": len({(r["root"], r["frame"]) for r in table["rows"]}),
                   "protocol": "frac:0.01 and frac:0.001 prompts (seed 0) from the GT, AbsRel on the other valid "
                               "pixels / Delaunay-linear AbsRel, geometric mean; the gate with the lowest is kept"})  # fmt: skip
     config = json.loads((dest / CONFIG_NAME).read_text(encoding="utf-8"))
@@ -217,7 +222,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for g in table["gates"]:
         line = ", ".join(f"{k} {v:.3f}" for k, v in table["summary"][str(g)].items())
         print(f"residual_gate {g:g}: teacher / linear AbsRel geometric mean {line}")
-    print(f"kept residual_gate {table['best']:g} in {dest / CONFIG_NAME} ({len(frames)} held-out frames)")
+    print(f"kept residual_gate {table['best']:g} in {dest / CONFIG_NAME} ({table['num_frames']} held-out frames)")
     return 0
 
 
